@@ -1,0 +1,152 @@
+"""Moves records from a spool file to one exporter, from that exporter's own cursor.
+
+One shipper thread per sink: a slow or dead backend delays only its own sink. The cursor advances
+only after ``ExportResult.SUCCESS``; a failure is retried after an exponential backoff with full
+jitter, so order within the spool (and within each run) is preserved.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from mlobs import safety
+from mlobs.export.base import Batch, Exporter, ExportResult
+from mlobs.spool.store import SpoolReader
+
+EXPORTED = "mlobs_records_exported_total"
+EXPORT_FAILURES = "mlobs_export_failures_total"
+
+
+class Backoff:
+    """Exponential backoff with full jitter: a delay in ``[0, min(cap, base * 2**n)]``."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap, self.base * 2 ** (self.failures - 1)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Shipper:
+    """Ships one spool file to one exporter.
+
+    Args:
+        exporter: the sink.
+        open_connection: opens a connection to the spool file for this shipper's own use.
+        source: the spool file's name, passed on in each :class:`Batch`.
+        batch_size: records per export call.
+        interval: seconds between checks for new records when nobody calls :meth:`notify`.
+    """
+
+    def __init__(
+        self,
+        exporter: Exporter,
+        open_connection: Callable[[], sqlite3.Connection],
+        *,
+        source: str = "",
+        batch_size: int = 5_000,
+        interval: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.exporter = exporter
+        self._open_connection = open_connection
+        self.source = source
+        self.batch_size = batch_size
+        self.interval = interval
+        self.backoff = backoff or Backoff()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: SpoolReader | None = None
+        self._export_lock = threading.Lock()
+
+    def reader(self) -> SpoolReader:
+        if self._reader is None:
+            self._reader = SpoolReader(self._open_connection())
+        return self._reader
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, name=f"mlobs-ship-{self.exporter.name}", daemon=True
+        )
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        delay = 0.0
+        while not self._stopping.is_set():
+            if delay:
+                # Backing off: sleep the whole delay, new records or not.
+                self._stopping.wait(delay)
+            else:
+                self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                caught_up = self.ship_available()
+            except Exception as exc:
+                safety.report(f"export.{self.exporter.name}", exc)
+                caught_up = False
+            delay = 0.0 if caught_up else self.backoff.next_delay()
+
+    def ship_available(self, deadline: float | None = None) -> bool:
+        """Export batches until the spool is drained (``True``) or an export fails (``False``)."""
+        with self._export_lock:
+            reader = self.reader()
+            name = self.exporter.name
+            cursor = reader.cursor(name)
+            while deadline is None or time.monotonic() < deadline:
+                records = reader.records_after(cursor, self.batch_size)
+                if not records:
+                    return True
+                runs = reader.runs({r.run_id for r in records if r.run_id})
+                try:
+                    result = self.exporter.export(Batch(records, runs, self.source))
+                except Exception as exc:
+                    safety.report(f"export.{name}", exc)
+                    result = ExportResult.FAILURE
+                if result is not ExportResult.SUCCESS:
+                    safety.self_metrics.inc(EXPORT_FAILURES, name)
+                    return False
+                cursor = records[-1].seq
+                reader.set_cursor(name, cursor)
+                safety.self_metrics.inc(EXPORTED, name, len(records))
+                self.backoff.reset()
+            return False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread, then try to ship what is left until ``timeout`` runs out."""
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            if not self.ship_available(deadline):
+                safety.warn(
+                    f"shutdown:{self.exporter.name}",
+                    "mlobs: sink %s did not catch up before shutdown; `mlobs replay` ships the rest",
+                    self.exporter.name,
+                )
+        except Exception as exc:
+            safety.report(f"export.{self.exporter.name}", exc)
+        try:
+            self.exporter.shutdown(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:
+            safety.report(f"export.{self.exporter.name}.shutdown", exc)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

@@ -1,0 +1,1 @@
+"""Instrumentation: runs, epochs, steps and the metric hot path."""

@@ -1,0 +1,1 @@
+"""The durable spool: SQLite files under MLOBS_DIR, written by the flusher, read by sinks."""

@@ -1,0 +1,162 @@
+"""The background thread that moves buffered records into the spool.
+
+It wakes on its interval, when the buffer passes its size trigger, at epoch end and on
+``mlobs.flush()``; each pass drains the buffer in chunks and writes each chunk in one transaction.
+A failed write keeps the records in memory for the next pass (bounded; the oldest are dropped and
+counted past the bound), so a full disk delays data instead of crashing training.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mlobs import safety
+from mlobs.record.recorder import Recorder
+from mlobs.record.types import BufferedRecord, Kind
+from mlobs.spool.store import RECORDS_DROPPED, Spool, directory_bytes
+
+logger = logging.getLogger("mlobs")
+
+CHUNK = 20_000
+BUDGET_MAX_ROUNDS = 20
+
+
+class Flusher:
+    """Drains a :class:`Recorder` into a :class:`Spool` on a daemon thread.
+
+    Args:
+        recorder: the buffer to drain.
+        spool: the spool to write.
+        interval: seconds between passes.
+        max_bytes: disk budget of the spool directory.
+        buffer_max_records: records kept in memory while writes fail.
+        before_flush: called at the start of each pass (heartbeats are emitted there).
+        after_write: called after records were committed (sinks are woken there).
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        spool: Spool,
+        *,
+        interval: float,
+        max_bytes: int,
+        buffer_max_records: int,
+        before_flush: Callable[[], None] = lambda: None,
+        after_write: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.recorder = recorder
+        self.spool = spool
+        self.interval = interval
+        self.max_bytes = max_bytes
+        self.buffer_max_records = buffer_max_records
+        self._before_flush = before_flush
+        self._after_write = after_write
+        self._lock = threading.Lock()
+        self._pending: list[BufferedRecord] = []
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mlobs-flusher", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        wake = self.recorder.wake
+        while not self._stopping.is_set():
+            wake.wait(self.interval)
+            wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # never let the thread die: the next pass retries
+                safety.report("spool.flusher", exc)
+
+    def flush(self) -> int:
+        """Write everything buffered so far; returns the number of records committed."""
+        with self._lock:
+            try:
+                self._before_flush()
+            except Exception as exc:
+                safety.report("spool.before_flush", exc)
+            written = 0
+            while True:
+                chunk = self._pending or self.recorder.drain(CHUNK)
+                self._pending = []
+                if not chunk:
+                    break
+                try:
+                    self.spool.write(chunk)
+                except (sqlite3.Error, OSError) as exc:
+                    self._keep_pending(chunk)
+                    safety.report("spool.write", exc)
+                    break
+                written += len(chunk)
+            if written:
+                self.written += written
+                self._enforce_budget()
+                try:
+                    self._after_write()
+                except Exception as exc:
+                    safety.report("spool.after_write", exc)
+            return written
+
+    def _keep_pending(self, chunk: list[BufferedRecord]) -> None:
+        # Pull the rest of the buffer in as well so the bound below covers everything in memory.
+        pending = chunk + self.recorder.drain()
+        overflow = len(pending) - self.buffer_max_records
+        if overflow > 0:
+            del pending[:overflow]
+            safety.self_metrics.inc(safety.RECORDS_DROPPED, "buffer_full", overflow)
+            logger.warning("mlobs: spool unwritable, dropped the %d oldest buffered records", overflow)
+        self._pending = pending
+
+    def _enforce_budget(self) -> None:
+        if self.spool.path is None:
+            return
+        others = directory_bytes(self.spool.path.parent, exclude=self.spool.path)
+        dropped = 0
+        for _ in range(BUDGET_MAX_ROUNDS):
+            own = self.spool.live_bytes()
+            excess = others + own - self.max_bytes
+            if excess <= 0:
+                break
+            rows = self.spool.record_count()
+            if rows == 0:
+                break
+            # Drop a share of rows proportional to the excess, plus a margin so this runs rarely.
+            share = min(1.0, excess / own + 0.05)
+            n = self.spool.drop_oldest(max(1, int(rows * share)))
+            if n == 0:
+                break
+            dropped += n
+        if dropped:
+            safety.self_metrics.inc(safety.RECORDS_DROPPED, "disk_budget", dropped)
+            logger.warning(
+                "mlobs: spool over its disk budget of %d bytes in %s: dropped the %d oldest records",
+                self.max_bytes, Path(self.spool.path).parent, dropped,
+            )
+            marker: BufferedRecord = (
+                int(Kind.EVENT), time.time_ns(), "", RECORDS_DROPPED, float(dropped), None, None,
+                {"reason": "disk_budget"},
+            )
+            self.spool.write([marker])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread after one last pass."""
+        self._stopping.set()
+        self.recorder.wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self.flush()
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = []
+        self._thread = None
+        self._stopping = threading.Event()
