@@ -127,7 +127,9 @@ class Config:
     """Where each field's value came from: ``argument``, ``env`` or ``default``."""
 
 
-def resolve(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def resolve(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     """Combine arguments, environment and defaults into a :class:`Config`.
 
     Args:

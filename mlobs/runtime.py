@@ -46,7 +46,8 @@ class Runtime:
         self._runs: list[ActiveRun] = []
         self.spool = self._open_spool()
         self.flusher = Flusher(
-            self.recorder, self.spool,
+            self.recorder,
+            self.spool,
             interval=config.flush_interval,
             max_bytes=config.spool_max_bytes,
             buffer_max_records=config.buffer_max_records,
@@ -63,8 +64,12 @@ class Runtime:
         try:
             return Spool(directory / spool_filename())
         except Exception as exc:
-            safety.report("spool.open", exc, f"cannot write the spool under {directory}: {exc}; "
-                          "keeping records in memory for this process")
+            safety.report(
+                "spool.open",
+                exc,
+                f"cannot write the spool under {directory}: {exc}; "
+                "keeping records in memory for this process",
+            )
             return Spool(None)
 
     def _shipper(self, exporter: Exporter) -> Shipper:
@@ -207,9 +212,7 @@ def _start(config: Config, exporters: list[Exporter]) -> None:
     _runtime = Runtime(config, [*_default_exporters(config), *exporters]).start()
 
 
-def configure(
-    *, exporters: Iterable[Exporter] | None = None, **settings: Any
-) -> Config:
+def configure(*, exporters: Iterable[Exporter] | None = None, **settings: Any) -> Config:
     """Set up (or rebuild) the pipeline. Arguments beat ``MLOBS_*`` variables, which beat defaults.
 
     Args:

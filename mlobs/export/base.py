@@ -43,5 +43,5 @@ class Exporter(abc.ABC):
         """Push out anything the exporter itself buffers; ``True`` when done in time."""
         return True
 
-    def shutdown(self, timeout: float = 10.0) -> None:
+    def shutdown(self, timeout: float = 10.0) -> None:  # noqa: B027 (optional hook, no-op default)
         """Release connections; called once, after the last export."""

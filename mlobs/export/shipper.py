@@ -138,7 +138,7 @@ class Shipper:
             if not self.ship_available(deadline):
                 safety.warn(
                     f"shutdown:{self.exporter.name}",
-                    "mlobs: sink %s did not catch up before shutdown; `mlobs replay` ships the rest",
+                    "mlobs: sink %s did not catch up before shutdown; the rest stays in the spool",
                     self.exporter.name,
                 )
         except Exception as exc:

@@ -118,7 +118,9 @@ def _coerce_value(name: str, value: Any) -> float | None:
     try:
         return float(value)  # numpy scalars, 0-d tensors, Decimal, Fraction
     except (TypeError, ValueError, OverflowError):
-        safety.reject("type", "metric %r has a value %s can't turn into a number", name, type(value).__name__)
+        safety.reject(
+            "type", "metric %r has a value %s can't turn into a number", name, type(value).__name__
+        )
         return None
 
 

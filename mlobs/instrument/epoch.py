@@ -61,7 +61,9 @@ class Epoch:
         try:
             run = current_run.get() or runtime.get().latest_run()
             if run is None:
-                safety.warn("epoch-outside-run", "mlobs: mlobs.epoch() outside a run is not recorded")
+                safety.warn(
+                    "epoch-outside-run", "mlobs: mlobs.epoch() outside a run is not recorded"
+                )
                 return self
             self._run = run
             if self.n is None:
@@ -119,11 +121,31 @@ class Epoch:
                 otel_context.detach(self._otel_token)  # type: ignore[arg-type]
             if run.records_metrics:
                 now = time.time_ns()
-                run.append((int(Kind.GAUGE), now, run.run_id, EPOCH_DURATION, self.duration_s,
-                            run.step, self.n, None))
+                run.append(
+                    (
+                        int(Kind.GAUGE),
+                        now,
+                        run.run_id,
+                        EPOCH_DURATION,
+                        self.duration_s,
+                        run.step,
+                        self.n,
+                        None,
+                    )
+                )
                 if self.samples and self.duration_s > 0:
-                    run.append((int(Kind.GAUGE), now, run.run_id, EPOCH_THROUGHPUT,
-                                self.samples / self.duration_s, run.step, self.n, None))
+                    run.append(
+                        (
+                            int(Kind.GAUGE),
+                            now,
+                            run.run_id,
+                            EPOCH_THROUGHPUT,
+                            self.samples / self.duration_s,
+                            run.step,
+                            self.n,
+                            None,
+                        )
+                    )
                 run.last_progress_ns = now
             run.epoch = self._previous_epoch
             run.recorder.wake.set()

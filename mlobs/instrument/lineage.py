@@ -60,7 +60,9 @@ def split_name_version(value: Any, version: str | None) -> tuple[str | None, str
         return None, version
     if isinstance(value, dict):
         name = value.get("name")
-        return (None if name is None else str(name)), str(value.get("version") or version or "") or None
+        return (None if name is None else str(name)), str(
+            value.get("version") or version or ""
+        ) or None
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return str(value[0]), str(value[1])
     return str(value), version

@@ -128,15 +128,23 @@ class Run:
                     resource["git_commit"] = commit
             if parent is not None:
                 resource["parent_run_id"] = parent.run_id
-            rt.recorder.append((
-                int(Kind.EVENT), time.time_ns(), run_id, RUN_START, None, None, None,
-                {
-                    "run_name": name,
-                    "resource": resource,
-                    "params": redact_mapping(self.params),
-                    "tags": redact_mapping(self.tags),
-                },
-            ))
+            rt.recorder.append(
+                (
+                    int(Kind.EVENT),
+                    time.time_ns(),
+                    run_id,
+                    RUN_START,
+                    None,
+                    None,
+                    None,
+                    {
+                        "run_name": name,
+                        "resource": resource,
+                        "params": redact_mapping(self.params),
+                        "tags": redact_mapping(self.tags),
+                    },
+                )
+            )
             scope.active = active
             scope.run_token = current_run.set(active)
             self._start_span(scope, active)
@@ -179,8 +187,16 @@ class Run:
                 attrs["error"] = error
                 attrs["error_type"] = f"{type(exc).__module__}.{type(exc).__qualname__}"
             rt.recorder.append(
-                (int(Kind.EVENT), time.time_ns(), active.run_id, RUN_END, None, active.step,
-                 active.epoch, attrs)
+                (
+                    int(Kind.EVENT),
+                    time.time_ns(),
+                    active.run_id,
+                    RUN_END,
+                    None,
+                    active.step,
+                    active.epoch,
+                    attrs,
+                )
             )
             rt.flush_spool()
         except safety.MlobsError:

@@ -25,8 +25,14 @@ _SPAN = int(Kind.SPAN)
 
 
 def _record(
-    name: str, ref: SpanRef, parent: SpanRef | None, start_ns: int, end_ns: int,
-    exc: BaseException | None, attempt: int, will_retry: bool,
+    name: str,
+    ref: SpanRef,
+    parent: SpanRef | None,
+    start_ns: int,
+    end_ns: int,
+    exc: BaseException | None,
+    attempt: int,
+    will_retry: bool,
 ) -> None:
     try:
         run = current_run.get()
@@ -38,15 +44,29 @@ def _record(
             extra["attempt"] = attempt
             extra["retried"] = will_retry
         attrs = span_attrs(
-            ref.trace_id, ref.span_id, parent.span_id if parent is not None else None,
-            "ok" if exc is None else "error", "step", **extra,
+            ref.trace_id,
+            ref.span_id,
+            parent.span_id if parent is not None else None,
+            "ok" if exc is None else "error",
+            "step",
+            **extra,
         )
         if run is None:
             append = runtime.get().recorder.append
             append((_SPAN, start_ns, "", name, (end_ns - start_ns) / 1e9, None, None, attrs))
         else:
-            run.append((_SPAN, start_ns, run.run_id, name, (end_ns - start_ns) / 1e9, run.step,
-                        run.epoch, attrs))
+            run.append(
+                (
+                    _SPAN,
+                    start_ns,
+                    run.run_id,
+                    name,
+                    (end_ns - start_ns) / 1e9,
+                    run.step,
+                    run.epoch,
+                    attrs,
+                )
+            )
             run.last_progress_ns = end_ns
     except safety.MlobsError:
         raise
@@ -108,7 +128,9 @@ class Step:
     def __enter__(self) -> Step:
         parent = current_span.get()
         name = self.name or "step"
-        ref = SpanRef(parent.trace_id if parent is not None else new_trace_id(), new_span_id(), name)
+        ref = SpanRef(
+            parent.trace_id if parent is not None else new_trace_id(), new_span_id(), name
+        )
         self._entered.append((ref, parent, current_span.set(ref), time.time_ns()))
         return self
 
@@ -140,7 +162,7 @@ def step(
     retry_delay: float = 0.0,
 ) -> Step: ...
 def step(name: Any = None, **kwargs: Any) -> Any:
-    """A pipeline step: ``@mlobs.step``, ``@mlobs.step("load", retries=2)`` or ``with mlobs.step("x")``.
+    """A pipeline step: ``@mlobs.step``, ``@mlobs.step("x", retries=2)``, ``with mlobs.step("x")``.
 
     Args:
         name: the step's name (the function's name by default).

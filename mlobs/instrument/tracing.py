@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from mlobs.record.types import Kind
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan, Tracer
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Tracer
 
     from mlobs.record.recorder import Recorder
 
@@ -26,7 +27,7 @@ RUN_ID_ATTR = "mlobs.run_id"
 SPAN_KIND_ATTR = "mlobs.span"
 EPOCH_ATTR = "mlobs.epoch"
 
-_tracer: Tracer | None = None
+_tracer: Tracer | None = None  # opentelemetry.trace.Tracer: what the SDK provider hands out
 _tracer_lock = threading.Lock()
 _recorder_ref: list[Recorder] = []
 
@@ -98,12 +99,20 @@ def append_finished_span(span: ReadableSpan) -> None:
     if attributes:
         extra["attributes"] = attributes
     record = (
-        int(Kind.SPAN), span.start_time, run_id, span.name,
-        (span.end_time - span.start_time) / 1e9, None,
+        int(Kind.SPAN),
+        span.start_time,
+        run_id,
+        span.name,
+        (span.end_time - span.start_time) / 1e9,
+        None,
         epoch if isinstance(epoch, int) else None,
         span_attrs(
-            ctx.trace_id, ctx.span_id, span.parent.span_id if span.parent else None,
-            "ok" if ok else "error", kind, **extra,
+            ctx.trace_id,
+            ctx.span_id,
+            span.parent.span_id if span.parent else None,
+            "ok" if ok else "error",
+            kind,
+            **extra,
         ),
     )
     _recorder_ref[0].append(record)

@@ -26,10 +26,18 @@ class SpoolHandler(logging.Handler):
 
             event = process(structure(record))
             attrs = {k: v for k, v in event.items() if k not in _COLUMNS}
-            runtime.get().recorder.append((
-                _LOG, event["ts_ns"], event.get("run_id", ""), record.name,
-                float(record.levelno), event.get("step"), event.get("epoch"), attrs,
-            ))
+            runtime.get().recorder.append(
+                (
+                    _LOG,
+                    event["ts_ns"],
+                    event.get("run_id", ""),
+                    record.name,
+                    float(record.levelno),
+                    event.get("step"),
+                    event.get("epoch"),
+                    attrs,
+                )
+            )
         except safety.MlobsError:
             raise
         except Exception as exc:

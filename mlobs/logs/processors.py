@@ -18,7 +18,8 @@ Processor = Callable[[dict[str, Any]], dict[str, Any]]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is kept.
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "taskName"}
 )
 
 

@@ -27,7 +27,9 @@ METRIC_KINDS = frozenset((Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM))
 
 # Field order of a buffered record, as appended on the hot path: a plain tuple is the cheapest
 # thing to build, and the spool writes it out column by column.
-BufferedRecord = tuple[int, int, str, str, "float | None", "int | None", "int | None", "dict[str, Any] | None"]
+BufferedRecord = tuple[
+    int, int, str, str, "float | None", "int | None", "int | None", "dict[str, Any] | None"
+]
 
 
 class Record(NamedTuple):

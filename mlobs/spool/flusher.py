@@ -113,7 +113,9 @@ class Flusher:
         if overflow > 0:
             del pending[:overflow]
             safety.self_metrics.inc(safety.RECORDS_DROPPED, "buffer_full", overflow)
-            logger.warning("mlobs: spool unwritable, dropped the %d oldest buffered records", overflow)
+            logger.warning(
+                "mlobs: spool unwritable, dropped the %d oldest buffered records", overflow
+            )
         self._pending = pending
 
     def _enforce_budget(self) -> None:
@@ -138,11 +140,19 @@ class Flusher:
         if dropped:
             safety.self_metrics.inc(safety.RECORDS_DROPPED, "disk_budget", dropped)
             logger.warning(
-                "mlobs: spool over its disk budget of %d bytes in %s: dropped the %d oldest records",
-                self.max_bytes, Path(self.spool.path).parent, dropped,
+                "mlobs: spool over its %d-byte disk budget in %s: dropped the %d oldest records",
+                self.max_bytes,
+                Path(self.spool.path).parent,
+                dropped,
             )
             marker: BufferedRecord = (
-                int(Kind.EVENT), time.time_ns(), "", RECORDS_DROPPED, float(dropped), None, None,
+                int(Kind.EVENT),
+                time.time_ns(),
+                "",
+                RECORDS_DROPPED,
+                float(dropped),
+                None,
+                None,
                 {"reason": "disk_budget"},
             )
             self.spool.write([marker])

@@ -7,6 +7,7 @@ increasing ``seq`` (AUTOINCREMENT, never reused after deletions) that is every s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -100,7 +101,10 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open a spool file with the pragmas every user of it needs."""
     if readonly:
         conn = sqlite3.connect(
-            f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False
+            f"{Path(path).resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=10.0,
+            check_same_thread=False,
         )
     else:
         conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False)
@@ -120,14 +124,24 @@ def row_to_record(row: Sequence[Any]) -> Record:
     if value is None and kind in METRIC_KINDS:
         # SQLite stores NaN as NULL; a metric value is never None when recorded.
         value = float("nan")
-    return Record(seq, kind, ts_ns, run_id, name, value, step, epoch, json.loads(attrs) if attrs else {})
+    return Record(
+        seq, kind, ts_ns, run_id, name, value, step, epoch, json.loads(attrs) if attrs else {}
+    )
 
 
 def row_to_run(row: Sequence[Any]) -> RunInfo:
     run_id, name, status, start_ns, end_ns, progress, error, resource, params, tags = row
     return RunInfo(
-        run_id, name, status, start_ns, end_ns, progress, error,
-        json.loads(resource), json.loads(params), json.loads(tags),
+        run_id,
+        name,
+        status,
+        start_ns,
+        end_ns,
+        progress,
+        error,
+        json.loads(resource),
+        json.loads(params),
+        json.loads(tags),
     )
 
 
@@ -175,8 +189,10 @@ class Spool:
 
     def write(self, batch: Sequence[BufferedRecord]) -> None:
         """Append a batch in one transaction and apply run lifecycle events to the runs table."""
-        rows = [(k, ts, run, name, value, step, epoch, _encode_attrs(attrs))
-                for k, ts, run, name, value, step, epoch, attrs in batch]
+        rows = [
+            (k, ts, run, name, value, step, epoch, _encode_attrs(attrs))
+            for k, ts, run, name, value, step, epoch, attrs in batch
+        ]
         with self._conn:
             self._conn.executemany(_INSERT, rows)
             for kind, ts, run_id, name, value, _step, _epoch, attrs in batch:
@@ -190,7 +206,10 @@ class Spool:
             self._conn.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?, ?, 'running', ?, NULL, ?, NULL, ?, ?, ?)",
                 (
-                    run_id, attrs.get("run_name", run_id), ts, ts,
+                    run_id,
+                    attrs.get("run_name", run_id),
+                    ts,
+                    ts,
                     _encode_attrs(attrs.get("resource")) or "{}",
                     _encode_attrs(attrs.get("params")) or "{}",
                     _encode_attrs(attrs.get("tags")) or "{}",
@@ -208,7 +227,7 @@ class Spool:
             )
 
     def live_bytes(self) -> int:
-        """Bytes held by live pages: deleted rows free pages for reuse without shrinking the file."""
+        """Bytes in live pages: deleting rows frees pages for reuse but does not shrink the file."""
         page_size, pages, free = (
             self._conn.execute(f"PRAGMA {p}").fetchone()[0]
             for p in ("page_size", "page_count", "freelist_count")
@@ -224,7 +243,8 @@ class Spool:
             )
             dropped = cur.rowcount
             self._conn.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'dropped'", (dropped,)
+                "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'dropped'",
+                (dropped,),
             )
         return dropped
 
@@ -232,10 +252,8 @@ class Spool:
         return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._conn.close()
-        except sqlite3.Error:
-            pass
 
 
 class SpoolReader:
@@ -272,7 +290,9 @@ class SpoolReader:
         return int(row[0] or 0)
 
     def first_unshipped_ts(self, seq: int) -> int | None:
-        row = self.conn.execute("SELECT ts_ns FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
+        row = self.conn.execute(
+            "SELECT ts_ns FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
+        ).fetchone()
         return None if row is None else int(row[0])
 
     def runs(self, run_ids: Iterable[str] | None = None) -> dict[str, RunInfo]:
@@ -290,8 +310,8 @@ class SpoolReader:
     def set_cursor(self, sink: str, seq: int) -> None:
         with self.conn:
             self.conn.execute(
-                "INSERT INTO cursors (sink, seq, updated_ns) VALUES (?, ?, ?) "
-                "ON CONFLICT(sink) DO UPDATE SET seq = excluded.seq, updated_ns = excluded.updated_ns",
+                "INSERT INTO cursors (sink, seq, updated_ns) VALUES (?, ?, ?) ON CONFLICT(sink) "
+                "DO UPDATE SET seq = excluded.seq, updated_ns = excluded.updated_ns",
                 (sink, seq, time.time_ns()),
             )
 
