@@ -275,6 +275,13 @@ def shutdown(timeout: float = 10.0) -> None:
             safety.report("shutdown", exc)
 
 
+def forget_configuration() -> None:
+    """Drop what :func:`configure` set, so the next pipeline starts from the environment."""
+    with _lock:
+        _pending_overrides.clear()
+        _pending_exporters.clear()
+
+
 def settings_in_force() -> Mapping[str, Any]:
     """The pending ``configure`` arguments (for ``mlobs doctor``)."""
     return dict(_pending_overrides)

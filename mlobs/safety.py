@@ -63,6 +63,7 @@ INTERNAL_ERRORS = "mlobs_internal_errors_total"
 VALUES_REJECTED = "mlobs_values_rejected_total"
 NONFINITE_VALUES = "mlobs_nonfinite_values_total"
 RECORDS_DROPPED = "mlobs_records_dropped_total"
+OUTSIDE_RUN = "mlobs_calls_outside_run_total"
 
 _strict = False
 _last_logged: dict[str, float] = {}

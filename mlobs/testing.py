@@ -41,6 +41,7 @@ def recording(strict: bool = True, **settings: Any) -> Iterator[InMemoryExporter
     finally:
         runtime.flush()
         runtime.shutdown()
+        runtime.forget_configuration()
 
 
 class LogCapture(logging.Handler):

@@ -67,7 +67,7 @@ class ActiveRun:
         """Record metric values in this run; see :func:`mlobs.log`."""
         try:
             if metrics:
-                kwargs = {**metrics, **kwargs}
+                kwargs = {**checked_names(metrics), **kwargs}
             record_metrics(self, kwargs, step, split)
         except safety.MlobsError:
             raise
@@ -107,6 +107,19 @@ def record_metrics(
     recorder = run.recorder
     if len(recorder) >= recorder.flush_max_records:
         recorder.maybe_wake()
+
+
+def checked_names(metrics: Mapping[Any, Any]) -> dict[str, Any]:
+    """The entries of a mapping whose names are non-empty strings; others are rejected.
+
+    Keyword arguments are always such names, so only the mapping form pays for this check.
+    """
+    good = {k: v for k, v in metrics.items() if type(k) is str and k}
+    if len(good) != len(metrics):
+        for key in metrics:
+            if type(key) is not str or not key:
+                safety.reject("name", "metric name %r is not a non-empty string", key)
+    return good
 
 
 def _coerce_value(name: str, value: Any) -> float | None:

@@ -61,6 +61,7 @@ class Epoch:
         try:
             run = current_run.get() or runtime.get().latest_run()
             if run is None:
+                safety.self_metrics.inc(safety.OUTSIDE_RUN, "epoch")
                 safety.warn(
                     "epoch-outside-run", "mlobs: mlobs.epoch() outside a run is not recorded"
                 )

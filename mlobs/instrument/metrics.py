@@ -7,7 +7,7 @@ from typing import Any
 
 from mlobs import runtime, safety
 from mlobs.context import current_run
-from mlobs.instrument.active import ActiveRun, record_metrics
+from mlobs.instrument.active import ActiveRun, checked_names, record_metrics
 
 _get_run = current_run.get
 
@@ -17,6 +17,7 @@ def _run_for_this_thread() -> ActiveRun:
     run = rt.latest_run()
     if run is not None:
         return run
+    safety.self_metrics.inc(safety.OUTSIDE_RUN, "log")
     safety.warn(
         "log-outside-run",
         "mlobs: mlobs.log() called outside a run; values are recorded with an empty run id",
@@ -49,7 +50,7 @@ def log(
     try:
         run = _get_run() or _run_for_this_thread()
         if metrics:
-            values = {**metrics, **values}
+            values = {**checked_names(metrics), **values}
         record_metrics(run, values, step, split)
     except safety.MlobsError:
         raise

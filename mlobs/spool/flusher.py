@@ -139,8 +139,10 @@ class Flusher:
             dropped += n
         if dropped:
             safety.self_metrics.inc(safety.RECORDS_DROPPED, "disk_budget", dropped)
-            logger.warning(
-                "mlobs: spool over its %d-byte disk budget in %s: dropped the %d oldest records",
+            safety.warn(
+                "disk_budget",
+                "mlobs: spool over its %d-byte disk budget in %s: dropped the %d oldest records "
+                "(further drops in the next minute are only counted)",
                 self.max_bytes,
                 Path(self.spool.path).parent,
                 dropped,

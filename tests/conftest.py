@@ -1,0 +1,41 @@
+"""Isolation for every test: a private spool directory, no inherited MLOBS_* settings, fresh
+self-metrics, and the pipeline shut down afterwards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import mlobs
+from mlobs import runtime, safety
+from mlobs.export.memory import InMemoryExporter
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith("MLOBS_") or name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MLOBS_DIR", str(tmp_path / "default-spool"))
+    safety.self_metrics.reset()
+    safety._last_logged.clear()
+    yield
+    mlobs.shutdown()
+    runtime.forget_configuration()
+    safety.set_strict(False)
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+@pytest.fixture
+def sink(spool_dir: Path) -> InMemoryExporter:
+    """A pipeline writing to ``spool_dir`` and shipping to an in-memory exporter."""
+    memory = InMemoryExporter()
+    mlobs.configure(dir=str(spool_dir), exporters=[memory], flush_interval=0.05)
+    return memory
