@@ -11,9 +11,8 @@ import time
 
 from mlobs.config import Config
 from mlobs.context import current_run as _current_run
-from mlobs.instrument.active import ActiveRun
+from mlobs.instrument.active import ActiveRun, log
 from mlobs.instrument.epoch import Epoch, epoch
-from mlobs.instrument.metrics import log
 from mlobs.instrument.run import Run, run
 from mlobs.instrument.step import Step, step
 from mlobs.runtime import configure, flush, shutdown

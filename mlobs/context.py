@@ -4,26 +4,15 @@ copy their context see the run that started them."""
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlobs.instrument.active import ActiveRun
 
 
-class SpanRef(NamedTuple):
-    """The ids of the innermost run, epoch or step span, stamped on records made inside it."""
-
-    trace_id: int
-    span_id: int
-    name: str
-
-    @property
-    def trace_hex(self) -> str:
-        return format(self.trace_id, "032x")
-
-    @property
-    def span_hex(self) -> str:
-        return format(self.span_id, "016x")
+SpanRef = tuple[int, int, str]
+"""(trace id, span id, name) of the innermost run, epoch or step span. A plain tuple: building a
+named tuple costs a microsecond, a tenth of a step's whole budget."""
 
 
 current_run: ContextVar[ActiveRun | None] = ContextVar("mlobs_current_run", default=None)

@@ -8,12 +8,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlobs import safety
+from mlobs.context import current_run
 from mlobs.record.types import BufferedRecord, Kind
 
 if TYPE_CHECKING:
     from mlobs.record.recorder import Recorder
 
 _GAUGE = int(Kind.GAUGE)
+_time_ns = time.time_ns
+_get_run = current_run.get
 _SPLIT_CACHE_MAX = 1024
 
 
@@ -26,6 +29,21 @@ class ActiveRun:
         step: the last global step recorded; ``mlobs.log`` without ``step=`` uses ``step + 1``.
         epoch: the epoch in progress, or ``None`` between epochs.
     """
+
+    __slots__ = (
+        "_split_attrs",
+        "append",
+        "epoch",
+        "heartbeat_sent_ns",
+        "last_epoch",
+        "last_progress_ns",
+        "name",
+        "recorder",
+        "records_metrics",
+        "run_id",
+        "status",
+        "step",
+    )
 
     def __init__(
         self, run_id: str, name: str, recorder: Recorder, *, records_metrics: bool = True
@@ -48,6 +66,8 @@ class ActiveRun:
         self.append: Callable[[BufferedRecord], None] = recorder.append
 
     def split_attrs(self, split: str) -> dict[str, Any]:
+        """The attributes of a point with this split: one shared dict per split and run, which
+        the spool stores once per chunk."""
         attrs = self._split_attrs.get(split)
         if attrs is None:
             attrs = {"split": str(split)}
@@ -65,48 +85,81 @@ class ActiveRun:
         **kwargs: Any,
     ) -> None:
         """Record metric values in this run; see :func:`mlobs.log`."""
-        try:
-            if metrics:
-                kwargs = {**checked_names(metrics), **kwargs}
-            record_metrics(self, kwargs, step, split)
-        except safety.MlobsError:
-            raise
-        except Exception as exc:
-            safety.report("log", exc)
+        log(metrics, self, step=step, split=split, **kwargs)
 
     def __repr__(self) -> str:
         return f"ActiveRun(run_id={self.run_id!r}, name={self.name!r}, status={self.status!r})"
 
 
-def record_metrics(
-    run: ActiveRun, metrics: Mapping[str, Any], step: int | None, split: str | None
+def _run_for_this_thread() -> ActiveRun:
+    from mlobs import runtime  # the runtime imports this module
+
+    rt = runtime.get()
+    run = rt.latest_run()
+    if run is not None:
+        return run
+    safety.self_metrics.inc(safety.OUTSIDE_RUN, "log")
+    safety.warn(
+        "log-outside-run",
+        "mlobs: mlobs.log() called outside a run; values are recorded with an empty run id",
+    )
+    return rt.no_run
+
+
+def log(
+    metrics: Mapping[str, Any] | None = None,
+    _run: ActiveRun | None = None,
+    /,
+    *,
+    step: int | None = None,
+    split: str | None = None,
+    **values: Any,
 ) -> None:
-    """The hot path: validate and append one gauge point per metric. No I/O, no locks."""
-    if not run.records_metrics:
-        return
-    ts = time.time_ns()
-    if step is None:
-        step = run.step = run.step + 1
-    elif type(step) is int:
-        run.step = step
-    else:
-        step = run.step = _coerce_step(step, run)
-    attrs = None if split is None else run.split_attrs(split)
-    epoch = run.epoch
-    run_id = run.run_id
-    append = run.append
-    for name, value in metrics.items():
-        if type(value) is not float:
-            value = _coerce_value(name, value)
-            if value is None:
-                continue
-        if value - value != 0.0:  # NaN or infinity: recorded (alerts want to see it), counted
-            _nonfinite(name, value)
-        append((_GAUGE, ts, run_id, name, value, step, epoch, attrs))
-    run.last_progress_ns = ts
-    recorder = run.recorder
-    if len(recorder) >= recorder.flush_max_records:
-        recorder.maybe_wake()
+    """Record metric values: ``mlobs.log(loss=0.3, accuracy=0.9, split="val")``.
+
+    Args:
+        metrics: a mapping, for names that are not Python identifiers (``{"val/loss": 0.3}``).
+        step: the global step; one more than the run's last step when omitted.
+        split: ``train``, ``val``, ``test`` or any label, recorded as an attribute.
+        **values: metric names and numbers. ``int``, ``bool``, numpy scalars and 0-d tensors
+            are accepted; NaN and infinity are recorded and counted; strings and ``None`` are
+            dropped with a warning and counted. Nothing here ever raises (unless
+            ``MLOBS_STRICT=1``).
+
+    Inside an epoch the points carry the epoch number. Only rank 0 records unless
+    ``MLOBS_LOG_ALL_RANKS=1``. This is the hot path: validation and one tuple appended per value,
+    no I/O, no locks (``_run`` is how :meth:`ActiveRun.log` shares it).
+    """
+    try:
+        run = _run or _get_run() or _run_for_this_thread()
+        if metrics:
+            values = {**checked_names(metrics), **values}
+        if not run.records_metrics:
+            return
+        ts = _time_ns()
+        if step is None:
+            step = run.step = run.step + 1
+        elif type(step) is int:
+            run.step = step
+        else:
+            step = run.step = _coerce_step(step, run)
+        attrs = None if split is None else run.split_attrs(split)
+        epoch = run.epoch
+        run_id = run.run_id
+        append = run.append
+        for name, value in values.items():
+            if type(value) is not float:
+                value = _coerce_value(name, value)
+                if value is None:
+                    continue
+            if value - value != 0.0:  # NaN or infinity: recorded (alerts want them), counted
+                _nonfinite(name, value)
+            append((_GAUGE, ts, run_id, name, value, step, epoch, attrs))
+        run.last_progress_ns = ts
+    except safety.MlobsError:
+        raise
+    except Exception as exc:
+        safety.report("log", exc)
 
 
 def checked_names(metrics: Mapping[Any, Any]) -> dict[str, Any]:

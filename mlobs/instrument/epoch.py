@@ -96,7 +96,7 @@ class Epoch:
         self._span = span
         self._otel_token = otel_context.attach(trace.set_span_in_context(span))
         ctx = span.get_span_context()
-        self._span_token = current_span.set(SpanRef(ctx.trace_id, ctx.span_id, "epoch"))
+        self._span_token = current_span.set((ctx.trace_id, ctx.span_id, "epoch"))
 
     def __exit__(
         self,

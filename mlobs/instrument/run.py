@@ -167,7 +167,7 @@ class Run:
         scope.span = span
         scope.otel_token = otel_context.attach(trace.set_span_in_context(span))
         ctx = span.get_span_context()
-        scope.span_token = current_span.set(SpanRef(ctx.trace_id, ctx.span_id, "run"))
+        scope.span_token = current_span.set((ctx.trace_id, ctx.span_id, "run"))
 
     def _finish(self, scope: _Scope, exc: BaseException | None) -> None:
         active = scope.active

@@ -36,21 +36,19 @@ def _record(
 ) -> None:
     try:
         run = current_run.get()
-        extra: dict[str, Any] = {}
-        if exc is not None:
-            extra["error_type"] = type(exc).__name__
-            extra["error"] = str(exc)[:500]
-        if attempt > 1 or will_retry:
-            extra["attempt"] = attempt
-            extra["retried"] = will_retry
         attrs = span_attrs(
-            ref.trace_id,
-            ref.span_id,
-            parent.span_id if parent is not None else None,
+            ref[0],
+            ref[1],
+            parent[1] if parent is not None else None,
             "ok" if exc is None else "error",
             "step",
-            **extra,
         )
+        if exc is not None:
+            attrs["error_type"] = type(exc).__name__
+            attrs["error"] = str(exc)[:500]
+        if attempt > 1 or will_retry:
+            attrs["attempt"] = attempt
+            attrs["retried"] = will_retry
         if run is None:
             append = runtime.get().recorder.append
             append((_SPAN, start_ns, "", name, (end_ns - start_ns) / 1e9, None, None, attrs))
@@ -101,9 +99,7 @@ class Step:
             while True:
                 attempt += 1
                 parent = current_span.get()
-                ref = SpanRef(
-                    parent.trace_id if parent is not None else new_trace_id(), new_span_id(), name
-                )
+                ref = (parent[0] if parent is not None else new_trace_id(), new_span_id(), name)
                 token = current_span.set(ref)
                 start = time.time_ns()
                 try:
@@ -128,9 +124,7 @@ class Step:
     def __enter__(self) -> Step:
         parent = current_span.get()
         name = self.name or "step"
-        ref = SpanRef(
-            parent.trace_id if parent is not None else new_trace_id(), new_span_id(), name
-        )
+        ref = (parent[0] if parent is not None else new_trace_id(), new_span_id(), name)
         self._entered.append((ref, parent, current_span.set(ref), time.time_ns()))
         return self
 
@@ -148,7 +142,7 @@ class Step:
             current_span.reset(token)
         except ValueError:  # exited in another context than entered: keep the record anyway
             pass
-        _record(ref.name, ref, parent, start, end, exc, 1, False)
+        _record(ref[2], ref, parent, start, end, exc, 1, False)
 
 
 @overload

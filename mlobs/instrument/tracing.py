@@ -69,14 +69,15 @@ def tracer() -> Tracer:
 def span_attrs(
     trace_id: int, span_id: int, parent_id: int | None, status: str, kind: str, **extra: Any
 ) -> dict[str, Any]:
+    """A span record's attributes. Ids stay integers here; the spool reads them back in hex."""
     attrs: dict[str, Any] = {
-        "trace_id": format(trace_id, "032x"),
-        "span_id": format(span_id, "016x"),
+        "trace_id": trace_id,
+        "span_id": span_id,
         "status": status,
         "span_kind": kind,
     }
     if parent_id:
-        attrs["parent_span_id"] = format(parent_id, "016x")
+        attrs["parent_span_id"] = parent_id
     attrs.update(extra)
     return attrs
 

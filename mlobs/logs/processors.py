@@ -44,10 +44,11 @@ def structure(record: logging.LogRecord) -> dict[str, Any]:
             event["epoch"] = run.epoch
     span = current_span.get()
     if span is not None:
-        event["trace_id"] = span.trace_hex
-        event["span_id"] = span.span_hex
-        if span.name not in ("run", "epoch"):
-            event["step_name"] = span.name
+        trace_id, span_id, name = span
+        event["trace_id"] = format(trace_id, "032x")
+        event["span_id"] = format(span_id, "016x")
+        if name not in ("run", "epoch"):
+            event["step_name"] = name
     else:
         _otel_ids(event)
     from mlobs import runtime

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from itertools import repeat
+from operator import call
 
 from mlobs.record.types import BufferedRecord
 
@@ -16,33 +18,29 @@ class Recorder:
     """Append-only buffer with a wake-up event for the flusher.
 
     Args:
-        flush_max_records: buffer length at which producers wake the flusher early.
+        flush_max_records: buffer length at which the flusher writes before its interval ends.
     """
 
     def __init__(self, flush_max_records: int = 10_000) -> None:
-        self._buffer: deque[BufferedRecord] = deque()
-        self.append = self._buffer.append
+        self.buffer: deque[BufferedRecord] = deque()
+        """The records themselves; producers may read its length, only :meth:`drain` removes."""
+        self.append = self.buffer.append
         """Append one buffered record; bound once so the hot path skips an attribute lookup."""
         self.flush_max_records = flush_max_records
         self.wake = threading.Event()
 
     def __len__(self) -> int:
-        return len(self._buffer)
-
-    def maybe_wake(self) -> None:
-        """Wake the flusher when the buffer has grown past its size trigger."""
-        if len(self._buffer) >= self.flush_max_records and not self.wake.is_set():
-            self.wake.set()
+        return len(self.buffer)
 
     def drain(self, max_records: int | None = None) -> list[BufferedRecord]:
         """Remove and return up to ``max_records`` of the oldest buffered records."""
-        buffer = self._buffer
+        buffer = self.buffer
         count = len(buffer) if max_records is None else min(len(buffer), max_records)
-        pop = buffer.popleft
-        return [pop() for _ in range(count)]
+        # popleft, count times, looped in C: this runs on the flusher thread with the GIL held.
+        return list(map(call, repeat(buffer.popleft, count)))
 
     def after_fork_in_child(self) -> None:
         """Forget what the parent buffered (the parent flushes it) and replace the lock-holding
         event, which may have been held by a parent thread at the moment of the fork."""
-        self._buffer.clear()
+        self.buffer.clear()
         self.wake = threading.Event()

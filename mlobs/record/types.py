@@ -26,7 +26,7 @@ class Kind(enum.IntEnum):
 METRIC_KINDS = frozenset((Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM))
 
 # Field order of a buffered record, as appended on the hot path: a plain tuple is the cheapest
-# thing to build, and the spool writes it out column by column.
+# thing to build, and the spool stores it as it is (see mlobs.spool.codec).
 BufferedRecord = tuple[
     int, int, str, str, "float | None", "int | None", "int | None", "dict[str, Any] | None"
 ]

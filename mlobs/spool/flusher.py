@@ -23,6 +23,7 @@ from mlobs.spool.store import RECORDS_DROPPED, Spool, directory_bytes
 logger = logging.getLogger("mlobs")
 
 CHUNK = 20_000
+SIZE_POLL = 0.05
 BUDGET_MAX_ROUNDS = 20
 
 
@@ -68,10 +69,17 @@ class Flusher:
         self._thread.start()
 
     def _loop(self) -> None:
-        wake = self.recorder.wake
+        # The size trigger is polled here rather than checked on every append: the hot path
+        # then does nothing but append, and a poll every SIZE_POLL seconds costs nothing.
+        recorder = self.recorder
+        last = time.monotonic()
         while not self._stopping.is_set():
-            wake.wait(self.interval)
-            wake.clear()
+            woken = recorder.wake.wait(min(self.interval, SIZE_POLL))
+            due = time.monotonic() - last >= self.interval
+            if not (woken or due or len(recorder.buffer) >= recorder.flush_max_records):
+                continue
+            recorder.wake.clear()
+            last = time.monotonic()
             try:
                 self.flush()
             except Exception as exc:  # never let the thread die: the next pass retries

@@ -1,8 +1,10 @@
 """The durable spool: one SQLite file (WAL mode) per process under ``MLOBS_DIR``.
 
 One file per process means ranks and forked workers never contend for a write lock; readers (the
-CLI, sinks, replay) open the files they need with their own connections. Records get a strictly
-increasing ``seq`` (AUTOINCREMENT, never reused after deletions) that is every sink's cursor.
+CLI, sinks, replay) open the files they need with their own connections. Records are stored in
+chunks (see :mod:`mlobs.spool.codec`), each row holding a run of consecutive records; a record's
+``seq`` is its position in the file, strictly increasing and never reused after deletions, and is
+every sink's cursor.
 """
 
 from __future__ import annotations
@@ -15,26 +17,28 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from mlobs.record.types import METRIC_KINDS, BufferedRecord, Kind, Record
+from mlobs.record.types import BufferedRecord, Kind, Record
+from mlobs.spool import codec
 
 SPOOL_SUFFIX = ".db"
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind INTEGER NOT NULL,
-    ts_ns INTEGER NOT NULL,
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value REAL,
-    step INTEGER,
-    epoch INTEGER,
-    attrs TEXT
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    first_seq INTEGER NOT NULL,   -- seq of the chunk's first record
+    last_seq INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    kinds INTEGER NOT NULL,       -- bit (1 << kind) for each kind present
+    run_ids TEXT NOT NULL,        -- JSON array of the run ids present
+    payload BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS chunks_last_seq ON chunks (last_seq);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -59,10 +63,10 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 _INSERT = (
-    "INSERT INTO records (kind, ts_ns, run_id, name, value, step, epoch, attrs) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO chunks (first_seq, last_seq, first_ts, last_ts, kinds, run_ids, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT = "SELECT seq, kind, ts_ns, run_id, name, value, step, epoch, attrs FROM records"
+_KINDS = {int(k): k for k in Kind}
 
 RUN_START = "run_start"
 RUN_END = "run_end"
@@ -112,21 +116,47 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+_EVENT = int(Kind.EVENT)
+
+
 def _encode_attrs(attrs: dict[str, Any] | None) -> str | None:
     if not attrs:
         return None
     return json.dumps(attrs, separators=(",", ":"), default=str, allow_nan=True)
 
 
-def row_to_record(row: Sequence[Any]) -> Record:
-    seq, kind, ts_ns, run_id, name, value, step, epoch, attrs = row
-    kind = Kind(kind)
-    if value is None and kind in METRIC_KINDS:
-        # SQLite stores NaN as NULL; a metric value is never None when recorded.
-        value = float("nan")
-    return Record(
-        seq, kind, ts_ns, run_id, name, value, step, epoch, json.loads(attrs) if attrs else {}
-    )
+_SPAN = int(Kind.SPAN)
+_ID_WIDTHS = (("trace_id", "032x"), ("span_id", "016x"), ("parent_span_id", "016x"))
+
+
+def _hex_ids(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Span ids are buffered as integers (formatting costs more than the whole step record) and
+    read back in W3C hex, as OpenTelemetry and log records write them."""
+    out = dict(attrs)
+    for key, width in _ID_WIDTHS:
+        value = out.get(key)
+        if type(value) is int:
+            out[key] = format(value, width)
+    return out
+
+
+def decode_chunk(first_seq: int, payload: bytes, after: int = 0) -> list[Record]:
+    """The records of one chunk with ``seq > after``. Records that shared an attribute dict when
+    recorded share it again: treat ``Record.attrs`` as read-only."""
+    out = []
+    kinds = _KINDS
+    start = max(0, after + 1 - first_seq)
+    for offset, (kind, ts, run_id, name, value, step, epoch, attrs) in enumerate(
+        codec.decode(payload)[start:], start
+    ):
+        if attrs is None:
+            attrs = {}
+        elif kind == _SPAN:
+            attrs = _hex_ids(attrs)
+        out.append(
+            Record(first_seq + offset, kinds[kind], ts, run_id, name, value, step, epoch, attrs)
+        )
+    return out
 
 
 def row_to_run(row: Sequence[Any]) -> RunInfo:
@@ -169,6 +199,8 @@ class Spool:
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA journal_size_limit = 67108864")
         self._conn.executescript(_SCHEMA)
+        row = self._conn.execute("SELECT MAX(last_seq) FROM chunks").fetchone()
+        self._next_seq = int(row[0] or 0) + 1
         with self._conn:
             self._conn.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
@@ -188,16 +220,26 @@ class Spool:
         return connect(self.path)
 
     def write(self, batch: Sequence[BufferedRecord]) -> None:
-        """Append a batch in one transaction and apply run lifecycle events to the runs table."""
-        rows = [
-            (k, ts, run, name, value, step, epoch, _encode_attrs(attrs))
-            for k, ts, run, name, value, step, epoch, attrs in batch
-        ]
+        """Append a batch as one chunk, in one transaction with its effect on the runs table."""
+        if not batch:
+            return
+        payload = codec.encode(batch)
+        present = set(map(itemgetter(0), batch))
+        kinds = 0
+        for kind in present:
+            kinds |= 1 << kind
+        run_ids = json.dumps(sorted(set(map(itemgetter(2), batch))))
+        first = self._next_seq
+        last = first + len(batch) - 1
         with self._conn:
-            self._conn.executemany(_INSERT, rows)
-            for kind, ts, run_id, name, value, _step, _epoch, attrs in batch:
-                if kind == Kind.EVENT:
-                    self._apply_event(run_id, name, ts, value, attrs or {})
+            self._conn.execute(
+                _INSERT, (first, last, batch[0][1], batch[-1][1], kinds, run_ids, payload)
+            )
+            if _EVENT in present:
+                for kind, ts, run_id, name, value, _step, _epoch, attrs in batch:
+                    if kind == _EVENT:
+                        self._apply_event(run_id, name, ts, value, attrs or {})
+        self._next_seq = last + 1
 
     def _apply_event(
         self, run_id: str, name: str, ts: int, value: float | None, attrs: dict[str, Any]
@@ -235,13 +277,19 @@ class Spool:
         return int(page_size * (pages - free))
 
     def drop_oldest(self, count: int) -> int:
-        """Delete the ``count`` oldest records; returns how many went. Counted in ``meta``."""
+        """Delete the oldest chunks holding at least ``count`` records; returns how many records
+        went. The total is kept in ``meta`` so the file itself says what it lost."""
         with self._conn:
-            cur = self._conn.execute(
-                "DELETE FROM records WHERE seq IN (SELECT seq FROM records ORDER BY seq LIMIT ?)",
-                (count,),
-            )
-            dropped = cur.rowcount
+            rows = self._conn.execute(
+                "SELECT id, last_seq - first_seq + 1 FROM chunks ORDER BY id"
+            ).fetchall()
+            doomed, dropped = [], 0
+            for chunk_id, size in rows:
+                if dropped >= count:
+                    break
+                doomed.append((chunk_id,))
+                dropped += size
+            self._conn.executemany("DELETE FROM chunks WHERE id = ?", doomed)
             self._conn.execute(
                 "UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'dropped'",
                 (dropped,),
@@ -249,7 +297,8 @@ class Spool:
         return dropped
 
     def record_count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        row = self._conn.execute("SELECT SUM(last_seq - first_seq + 1) FROM chunks").fetchone()
+        return int(row[0] or 0)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -267,33 +316,54 @@ class SpoolReader:
         return cls(connect(path, readonly=readonly))
 
     def records_after(self, seq: int, limit: int = 10_000) -> list[Record]:
-        rows = self.conn.execute(f"{_SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
-        return [row_to_record(r) for r in rows]
+        """Up to ``limit`` records with ``seq`` greater than the given one, in order."""
+        out: list[Record] = []
+        rows = self.conn.execute(
+            "SELECT first_seq, payload FROM chunks WHERE last_seq > ? ORDER BY first_seq", (seq,)
+        )
+        for first, payload in rows:
+            out.extend(decode_chunk(first, payload, seq))
+            if len(out) >= limit:
+                return out[:limit]
+        return out
 
     def iter_records(
         self, *, run_id: str | None = None, kinds: Iterable[Kind] | None = None, after: int = 0
     ) -> Iterator[Record]:
-        clauses, args = ["seq > ?"], [after]
+        """Records in ``seq`` order, optionally of one run and of some kinds only."""
+        clauses, args = ["last_seq > ?"], [after]
+        wanted: frozenset[Kind] | None = None
         if run_id is not None:
-            clauses.append("run_id = ?")
+            clauses.append("EXISTS (SELECT 1 FROM json_each(run_ids) WHERE value = ?)")
             args.append(run_id)  # type: ignore[arg-type]
         if kinds is not None:
-            ks = [int(k) for k in kinds]
-            clauses.append(f"kind IN ({','.join('?' * len(ks))})")
-            args.extend(ks)
-        query = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY seq"
-        for row in self.conn.execute(query, args):
-            yield row_to_record(row)
+            wanted = frozenset(kinds)
+            mask = sum(1 << int(k) for k in wanted)
+            clauses.append("kinds & ? != 0")
+            args.append(mask)
+        query = (
+            f"SELECT first_seq, payload FROM chunks WHERE {' AND '.join(clauses)} "
+            "ORDER BY first_seq"
+        )
+        for first, payload in self.conn.execute(query, args):
+            for record in decode_chunk(first, payload, after):
+                if (run_id is None or record.run_id == run_id) and (
+                    wanted is None or record.kind in wanted
+                ):
+                    yield record
 
     def last_seq(self) -> int:
-        row = self.conn.execute("SELECT MAX(seq) FROM records").fetchone()
+        row = self.conn.execute("SELECT MAX(last_seq) FROM chunks").fetchone()
+        return int(row[0] or 0)
+
+    def record_count(self) -> int:
+        row = self.conn.execute("SELECT SUM(last_seq - first_seq + 1) FROM chunks").fetchone()
         return int(row[0] or 0)
 
     def first_unshipped_ts(self, seq: int) -> int | None:
-        row = self.conn.execute(
-            "SELECT ts_ns FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
-        ).fetchone()
-        return None if row is None else int(row[0])
+        """Timestamp of the oldest record after ``seq`` (the age of a sink's backlog)."""
+        records = self.records_after(seq, 1)
+        return records[0].ts_ns if records else None
 
     def runs(self, run_ids: Iterable[str] | None = None) -> dict[str, RunInfo]:
         query = "SELECT * FROM runs"
