@@ -23,7 +23,6 @@ import os
 import random
 import resource
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -235,53 +234,27 @@ def _rss_mb() -> float:
 
 
 def count_spool_rows(directory: str | Path, name: str) -> dict[str, Any]:
-    """Gauge records across every ``spool-*.db`` in ``directory``: all of them, and those of one
-    metric (count, distinct steps, sum of values).
-
-    A spool with a ``records`` table (a row per record) is counted in SQL, as issue #2 words it;
-    one without (the chunked layout) is read back through ``SpoolReader``, as the sinks read it.
-    """
-    out: dict[str, Any] = {"gauge_rows": 0, "rows": 0, "distinct_steps": 0, "value_sum": 0.0}
-    methods = set()
-    for path in sorted(Path(directory).glob("spool-*.db")):
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-            if "records" in tables:
-                methods.add("SQL on `records`")
-                rows, steps, total = conn.execute(
-                    "SELECT COUNT(*), COUNT(DISTINCT step), TOTAL(value) FROM records "
-                    "WHERE kind = 1 AND name = ?",
-                    (name,),
-                ).fetchone()
-                (gauges,) = conn.execute("SELECT COUNT(*) FROM records WHERE kind = 1").fetchone()
-            else:
-                methods.add("`SpoolReader.iter_records`")
-                rows, steps, total, gauges = _count_by_reader(conn, name)
-        finally:
-            conn.close()
-        out["gauge_rows"] += gauges
-        out["rows"] += rows
-        out["distinct_steps"] += steps
-        out["value_sum"] += total
-    out["method"] = ", ".join(sorted(methods))
-    return out
-
-
-def _count_by_reader(conn: sqlite3.Connection, name: str) -> tuple[int, int, float, int]:
+    """Gauge records across every ``spool-*.db`` in ``directory``, read back through
+    ``SpoolReader`` as the sinks read them: all of them, and those of one metric (count, distinct
+    steps, sum of values)."""
     from mlobs.record.types import Kind
-    from mlobs.spool.store import SpoolReader
+    from mlobs.spool.store import SpoolReader, spool_files
 
-    rows = gauges = 0
+    gauges = rows = 0
     steps: set[int | None] = set()
     total = 0.0
-    for record in SpoolReader(conn).iter_records(kinds=[Kind.GAUGE]):
-        gauges += 1
-        if record.name == name:
-            rows += 1
-            steps.add(record.step)
-            total += record.value or 0.0
-    return rows, len(steps), total, gauges
+    for path in spool_files(directory):
+        reader = SpoolReader.open(path)
+        try:
+            for record in reader.iter_records(kinds=[Kind.GAUGE]):
+                gauges += 1
+                if record.name == name:
+                    rows += 1
+                    steps.add(record.step)
+                    total += record.value or 0.0
+        finally:
+            reader.close()
+    return {"gauge_rows": gauges, "rows": rows, "distinct_steps": len(steps), "value_sum": total}
 
 
 def spool_child(n: int) -> dict[str, Any]:
@@ -369,13 +342,13 @@ def report_spool(r: SpoolResult) -> tuple[str, bool]:
     ok_rss = growth.median <= TARGET_SPOOL_RSS_MB and growth.max <= TARGET_SPOOL_RSS_MB
     rows = [
         [
-            "`loss` rows in the spool (per run)",
+            "`loss` records in the spool (per run)",
             r.stats("rows").fmt(".0f"),
             f"= {r.n:,}",
             verdict(complete),
         ],
         [
-            "all gauge rows (`kind=1`, incl. the epoch's duration)",
+            "all gauge records (incl. the epoch's duration)",
             r.stats("gauge_rows").fmt(".0f"),
             "",
             "",
@@ -407,9 +380,8 @@ def report_spool(r: SpoolResult) -> tuple[str, bool]:
             f"{len(r.runs)} fresh interpreters, each: `mlobs.configure(dir=<tmp>)`, a run and an "
             f"epoch, then `mlobs.log(loss=i * 0.001)` for i in range({r.n:,}) in a tight loop, "
             "then `mlobs.flush()`. Gauge records with name `loss` counted across `spool-*.db` "
-            f"(by {r.runs[0]['method']}: `SELECT COUNT(*) FROM records WHERE kind=1` where the "
-            "spool has a row per record, else the spool's own reader over its chunks); distinct "
-            "steps and the exact sum of values checked too. "
+            "by reading them back with `SpoolReader`, as sinks do; distinct steps and the exact "
+            "sum of values checked too. "
             "Peak RSS growth is `ru_maxrss` after the flush minus the resident set just before "
             "the loop (imports, configure and run start excluded; `ru_maxrss` before the loop "
             "can sit above the resident set, hiding part of the growth, so its own difference is "

@@ -23,6 +23,8 @@ except ModuleNotFoundError as exc:  # numpy is an extra; say which one instead o
     ) from exc
 
 import mlobs
+from mlobs.logs.redact import REDACTED
+from mlobs.record.types import Kind
 from mlobs.spool.catalog import Catalog
 
 log = logging.getLogger("demo.train")  # loggers named mlobs.* are mlobs' own and not spooled
@@ -56,6 +58,10 @@ class DemoResult:
     status: str = "unknown"
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    recorded: dict[str, int] = field(default_factory=dict)
+    """Records of the run in the spool, by kind (``gauge``, ``log``, ``span``, ``event``)."""
+    redacted_logs: int = 0
+    spool_files: int = 0
 
 
 class _FlakyStore:
@@ -198,6 +204,13 @@ def run_demo(epochs: int = 8, directory: str | Path = ".mlobs") -> DemoResult:
         info = catalog.find_run(result.run_id)
         result.status = info.status
         result.metrics = catalog.last_metrics([info.run_id])[info.run_id]
+        records = catalog.records(info.run_id)
+        result.spool_files = len(catalog.files())
+    for record in records:
+        kind = record.kind.name.lower()
+        result.recorded[kind] = result.recorded.get(kind, 0) + 1
+        if record.kind == Kind.LOG and REDACTED in str(record.attrs.get("message", "")):
+            result.redacted_logs += 1
     return result
 
 
@@ -218,7 +231,16 @@ def print_summary(result: DemoResult, cli_prefix: str = "mlobs") -> None:
             f"  id {result.run_id}",
         )
     )
-    out.print(Text(f"spool:  {result.directory.resolve()}"))
+    counts = result.recorded
+    out.print(
+        Text(
+            f"spool:  {result.directory.resolve()} ({result.spool_files} SQLite file(s)): "
+            f"{counts.get('gauge', 0)} metric points, {counts.get('log', 0)} log records "
+            f"({result.redacted_logs} with a secret redacted), {counts.get('span', 0)} spans, "
+            f"{counts.get('event', 0)} lifecycle events"
+        )
+    )
+    out.print(Text("sinks:  none configured, so everything stays in the spool (see the README)"))
     out.print(Text(f"model:  {result.model_path}"))
     for i, split in enumerate(("train", "val", "test")):
         values = {

@@ -305,6 +305,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "mlobs --dir" in proc.stdout and "doctor" in proc.stdout
+    assert "(2 with a secret redacted)" in " ".join(proc.stdout.split())
     with Catalog(tmp_path) as catalog:
         info = catalog.find_run("demo-softmax")
         assert info.status == "finished" and info.run_id in proc.stdout

@@ -18,6 +18,7 @@ _GAUGE = int(Kind.GAUGE)
 _time_ns = time.time_ns
 _get_run = current_run.get
 _SPLIT_CACHE_MAX = 1024
+_SYSTEM_ATTRS: dict[str, Any] = {"scope": "system"}
 
 
 class ActiveRun:
@@ -91,13 +92,13 @@ class ActiveRun:
         return f"ActiveRun(run_id={self.run_id!r}, name={self.name!r}, status={self.status!r})"
 
 
-def _run_for_this_thread() -> ActiveRun:
+def _run_for_this_thread(outside_run_is_normal: bool = False) -> ActiveRun:
     from mlobs import runtime  # the runtime imports this module
 
     rt = runtime.get()
     run = rt.latest_run()
-    if run is not None:
-        return run
+    if run is not None or outside_run_is_normal:
+        return run or rt.no_run
     safety.self_metrics.inc(safety.OUTSIDE_RUN, "log")
     safety.warn(
         "log-outside-run",
@@ -201,3 +202,31 @@ def _coerce_step(step: Any, run: ActiveRun) -> int:
 def _nonfinite(name: str, value: float) -> None:
     safety.self_metrics.inc(safety.NONFINITE_VALUES, "nan" if math.isnan(value) else "inf")
     safety.warn("nonfinite:" + name, "mlobs: metric %r is %s (recorded as is)", name, value)
+
+
+def log_system(metrics: Mapping[str, Any] | None = None, /, **values: Any) -> None:
+    """Record system metrics (GPU, host, process) on every rank.
+
+    Unlike :func:`log`, these are recorded whatever the rank (each rank watches its own devices),
+    carry the attribute ``scope="system"`` and do not move the run's step: they are stamped with
+    the step the run is at. Collectors use this; bad values are rejected and counted as in
+    :func:`log`.
+    """
+    try:
+        # a GPU sampler may well run with no training run: not worth a warning
+        run = _get_run() or _run_for_this_thread(outside_run_is_normal=True)
+        if metrics:
+            values = {**checked_names(metrics), **values}
+        ts = _time_ns()
+        for name, value in values.items():
+            if type(value) is not float:
+                value = _coerce_value(name, value)
+                if value is None:
+                    continue
+            if value - value != 0.0:
+                _nonfinite(name, value)
+            run.append((_GAUGE, ts, run.run_id, name, value, run.step, run.epoch, _SYSTEM_ATTRS))
+    except safety.MlobsError:
+        raise
+    except Exception as exc:
+        safety.report("log_system", exc)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from contextvars import Token
 from types import TracebackType
 from typing import Any, TypeVar
 
 from mlobs import runtime, safety
-from mlobs.context import SpanRef, current_run, current_span
+from mlobs.context import current_run
 from mlobs.instrument import tracing
 from mlobs.instrument.active import ActiveRun
 from mlobs.record.types import Kind
@@ -37,9 +36,7 @@ class Epoch:
         self._previous_epoch: int | None = None
         self._start_ns = 0
         self._t0 = 0.0
-        self._span: Any = None
-        self._otel_token: object = None
-        self._span_token: Token[SpanRef | None] | None = None
+        self._span: tracing.CurrentSpan | None = None
 
     def add_samples(self, count: int) -> None:
         """Count ``count`` more samples processed in this epoch."""
@@ -80,23 +77,11 @@ class Epoch:
         return self
 
     def _start_span(self, run: ActiveRun) -> None:
-        from opentelemetry import context as otel_context
-        from opentelemetry import trace
-
-        span = tracing.tracer().start_span(
+        self._span = tracing.CurrentSpan(
             f"epoch {self.n}",
-            attributes={
-                tracing.RUN_ID_ATTR: run.run_id,
-                tracing.SPAN_KIND_ATTR: "epoch",
-                tracing.EPOCH_ATTR: int(self.n or 0),
-            },
-            record_exception=False,
-            set_status_on_exception=False,
+            "epoch",
+            {tracing.RUN_ID_ATTR: run.run_id, tracing.EPOCH_ATTR: int(self.n or 0)},
         )
-        self._span = span
-        self._otel_token = otel_context.attach(trace.set_span_in_context(span))
-        ctx = span.get_span_context()
-        self._span_token = current_span.set((ctx.trace_id, ctx.span_id, "epoch"))
 
     def __exit__(
         self,
@@ -109,17 +94,9 @@ class Epoch:
         if run is None:
             return
         try:
-            from opentelemetry import context as otel_context
-            from opentelemetry.trace import Status, StatusCode
-
-            if self._span_token is not None:
-                current_span.reset(self._span_token)
             if self._span is not None:
-                if exc is not None:
-                    self._span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                self._span.end()
-            if self._otel_token is not None:
-                otel_context.detach(self._otel_token)  # type: ignore[arg-type]
+                self._span.end(None if exc is None else f"{type(exc).__name__}: {exc}")
+                self._span = None
             if run.records_metrics:
                 now = time.time_ns()
                 run.append(

@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from mlobs import runtime, safety
-from mlobs.context import SpanRef, current_run, current_span
+from mlobs.context import current_run
 from mlobs.instrument import tracing
 from mlobs.instrument.active import ActiveRun
 from mlobs.instrument.lineage import git_commit, host_facts, split_name_version
@@ -26,14 +26,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _Scope:
     """Per-entry state, so one ``Run`` object can be entered again (or by several threads)."""
 
-    __slots__ = ("active", "otel_token", "run_token", "span", "span_token")
+    __slots__ = ("active", "run_token", "span")
 
     def __init__(self) -> None:
         self.active: ActiveRun | None = None
         self.run_token: Token[ActiveRun | None] | None = None
-        self.span_token: Token[SpanRef | None] | None = None
-        self.otel_token: object = None
-        self.span: Any = None
+        self.span: tracing.CurrentSpan | None = None
 
 
 class Run:
@@ -147,27 +145,14 @@ class Run:
             )
             scope.active = active
             scope.run_token = current_run.set(active)
-            self._start_span(scope, active)
+            scope.span = tracing.CurrentSpan(
+                f"run {active.name}", "run", {tracing.RUN_ID_ATTR: active.run_id}
+            )
             rt.register_run(active)
         except safety.MlobsError:
             raise
         except Exception as exc:
             safety.report("run.start", exc)
-
-    def _start_span(self, scope: _Scope, active: ActiveRun) -> None:
-        from opentelemetry import context as otel_context
-        from opentelemetry import trace
-
-        span = tracing.tracer().start_span(
-            f"run {active.name}",
-            attributes={tracing.RUN_ID_ATTR: active.run_id, tracing.SPAN_KIND_ATTR: "run"},
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-        scope.span = span
-        scope.otel_token = otel_context.attach(trace.set_span_in_context(span))
-        ctx = span.get_span_context()
-        scope.span_token = current_span.set((ctx.trace_id, ctx.span_id, "run"))
 
     def _finish(self, scope: _Scope, exc: BaseException | None) -> None:
         active = scope.active
@@ -177,7 +162,8 @@ class Run:
             status = "finished" if exc is None or _is_clean_exit(exc) else "failed"
             error = None if status == "finished" else f"{type(exc).__name__}: {exc}"
             active.status = status
-            _end_span(scope, error)
+            if scope.span is not None:
+                scope.span.end(error)
             if scope.run_token is not None:
                 current_run.reset(scope.run_token)
             rt = runtime.get()
@@ -207,20 +193,6 @@ class Run:
 
 def _is_clean_exit(exc: BaseException) -> bool:
     return isinstance(exc, SystemExit) and exc.code in (None, 0)
-
-
-def _end_span(scope: _Scope, error: str | None) -> None:
-    from opentelemetry import context as otel_context
-    from opentelemetry.trace import Status, StatusCode
-
-    if scope.span_token is not None:
-        current_span.reset(scope.span_token)
-    if scope.span is not None:
-        if error is not None:
-            scope.span.set_status(Status(StatusCode.ERROR, error))
-        scope.span.end()
-    if scope.otel_token is not None:
-        otel_context.detach(scope.otel_token)  # type: ignore[arg-type]
 
 
 @overload

@@ -15,12 +15,16 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any
 
+from mlobs.context import current_span
 from mlobs.record.types import Kind
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import Tracer
+    from contextvars import Token
 
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Span, Tracer
+
+    from mlobs.context import SpanRef
     from mlobs.record.recorder import Recorder
 
 RUN_ID_ATTR = "mlobs.run_id"
@@ -64,6 +68,39 @@ def tracer() -> Tracer:
                 provider.add_span_processor(SpoolSpanProcessor())
                 _tracer = provider.get_tracer("mlobs")
     return _tracer
+
+
+class CurrentSpan:
+    """An SDK span for a run or an epoch, current in both the OpenTelemetry context (so users'
+    spans nest under it) and mlobs' own (so log records and steps find it) until :meth:`end`."""
+
+    __slots__ = ("_otel_token", "_ref_token", "span")
+
+    def __init__(self, name: str, kind: str, attributes: dict[str, Any]) -> None:
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace
+
+        attributes[SPAN_KIND_ATTR] = kind
+        self.span: Span = tracer().start_span(
+            name, attributes=attributes, record_exception=False, set_status_on_exception=False
+        )
+        self._otel_token: object = otel_context.attach(trace.set_span_in_context(self.span))
+        ctx = self.span.get_span_context()
+        self._ref_token: Token[SpanRef | None] = current_span.set(
+            (ctx.trace_id, ctx.span_id, kind)
+        )
+
+    def end(self, error: str | None = None) -> None:
+        """End the span (with an error status when ``error`` is given) and make its parent
+        current again."""
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import Status, StatusCode
+
+        current_span.reset(self._ref_token)
+        if error is not None:
+            self.span.set_status(Status(StatusCode.ERROR, error))
+        self.span.end()
+        otel_context.detach(self._otel_token)  # type: ignore[arg-type]
 
 
 def span_attrs(
