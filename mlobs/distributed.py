@@ -22,10 +22,11 @@ class RankInfo:
         return self.rank == 0
 
 
-def _first_int(env: Mapping[str, str], names: tuple[str, ...], default: int) -> int:
+def _first_int(env: Mapping[str, str], names: tuple[str, ...], default: int, minimum: int) -> int:
+    """The first variable holding a plain decimal number >= minimum; junk falls through."""
     for name in names:
-        raw = env.get(name)
-        if raw is not None and raw.strip().lstrip("-").isdigit():
+        raw = (env.get(name) or "").strip()
+        if raw.isascii() and raw.isdecimal() and int(raw) >= minimum:
             return int(raw)
     return default
 
@@ -34,7 +35,7 @@ def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo:
     """Read the rank triple; a process started without a launcher is rank 0 of 1."""
     env = os.environ if environ is None else environ
     return RankInfo(
-        rank=_first_int(env, _RANK_VARS, 0),
-        local_rank=_first_int(env, _LOCAL_RANK_VARS, 0),
-        world_size=_first_int(env, _WORLD_SIZE_VARS, 1),
+        rank=_first_int(env, _RANK_VARS, 0, minimum=0),
+        local_rank=_first_int(env, _LOCAL_RANK_VARS, 0, minimum=0),
+        world_size=_first_int(env, _WORLD_SIZE_VARS, 1, minimum=1),
     )

@@ -20,7 +20,8 @@ from mlobs import safety
 from mlobs.config import Config, resolve
 from mlobs.distributed import RankInfo, rank_info
 from mlobs.export.base import Exporter
-from mlobs.export.shipper import Shipper
+from mlobs.export.shipper import Shipper, SinkStatus
+from mlobs.export.sinks import build_sinks
 from mlobs.instrument import tracing
 from mlobs.instrument.active import ActiveRun
 from mlobs.record.recorder import Recorder
@@ -132,6 +133,16 @@ class Runtime:
         for shipper in self.shippers:
             shipper.notify()
 
+    def sink_status(self) -> list[SinkStatus]:
+        """Each sink's cursor, backlog and circuit state."""
+        statuses = []
+        for shipper in self.shippers:
+            try:
+                statuses.append(shipper.status())
+            except Exception as exc:
+                safety.report(f"status.{shipper.exporter.name}", exc)
+        return statuses
+
     def flush_spool(self) -> None:
         """Write the buffer to the spool now, on the calling thread."""
         self.flusher.flush()
@@ -197,19 +208,10 @@ def current() -> Runtime | None:
     return _runtime
 
 
-def _default_exporters(config: Config) -> list[Exporter]:
-    exporters: list[Exporter] = []
-    if config.jsonl:
-        from mlobs.export.jsonl import JsonLinesExporter
-
-        exporters.append(JsonLinesExporter(config.jsonl))
-    return exporters
-
-
 def _start(config: Config, exporters: list[Exporter]) -> None:
     global _runtime
     safety.set_strict(config.strict)
-    _runtime = Runtime(config, [*_default_exporters(config), *exporters]).start()
+    _runtime = Runtime(config, [*build_sinks(config), *exporters]).start()
 
 
 def configure(*, exporters: Iterable[Exporter] | None = None, **settings: Any) -> Config:

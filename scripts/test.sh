@@ -8,6 +8,7 @@ bash scripts/venv.sh dev
 py=.venv/bin/python
 echo "== ruff"
 $py -m ruff check .
+$py -m ruff format --check .
 echo "== mypy"
 $py -m mypy
 echo "== pytest"

@@ -17,7 +17,11 @@ from mlobs.export.memory import InMemoryExporter
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in list(os.environ):
-        if name.startswith("MLOBS_") or name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        if name.startswith(("MLOBS_", "OTEL_", "INFLUXDB_V2_")) or name in (
+            "RANK",
+            "LOCAL_RANK",
+            "WORLD_SIZE",
+        ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("MLOBS_DIR", str(tmp_path / "default-spool"))
     safety.self_metrics.reset()

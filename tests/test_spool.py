@@ -179,8 +179,13 @@ def test_several_processes_record_into_one_directory(spool_dir: Path) -> None:
     procs = [
         _run_python(
             code,
-            {"MLOBS_DIR": str(spool_dir), "RANK": str(r), "WORLD_SIZE": "3",
-             "MLOBS_LOG_ALL_RANKS": "1", "MLOBS_FLUSH_INTERVAL": "0.05"},
+            {
+                "MLOBS_DIR": str(spool_dir),
+                "RANK": str(r),
+                "WORLD_SIZE": "3",
+                "MLOBS_LOG_ALL_RANKS": "1",
+                "MLOBS_FLUSH_INTERVAL": "0.05",
+            },
         )
         for r in range(3)
     ]

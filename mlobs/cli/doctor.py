@@ -9,7 +9,7 @@ from rich.text import Text
 
 from mlobs.cli import render
 from mlobs.cli.checks import Check, resolve_recording, sink_checks, spool_checks
-from mlobs.config import SETTINGS, Config
+from mlobs.config import SETTINGS, Config, Setting
 from mlobs.spool.catalog import Catalog
 
 
@@ -45,11 +45,17 @@ def _settings(config: Config) -> list[dict[str, object]]:
         {
             "name": s.field,
             "env": s.env,
-            "value": getattr(config, s.field),
+            "value": _shown(s, getattr(config, s.field)),
             "source": config.sources.get(s.field, "default"),
         }
         for s in SETTINGS
     ]
+
+
+def _shown(setting: Setting, value: object) -> object:
+    if setting.secret and value is not None:
+        return "*** (set)"
+    return value
 
 
 def _print(config: Config, checks: list[Check]) -> None:

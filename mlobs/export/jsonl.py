@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
+from mlobs.config import Config
 from mlobs.export.base import Batch, Exporter, ExportResult
 
 
@@ -52,3 +53,7 @@ class JsonLinesExporter(Exporter):
             if self._stream is not None and self._stream is not sys.stderr:
                 self._stream.close()
             self._stream = None
+
+
+def from_config(config: Config) -> JsonLinesExporter:
+    return JsonLinesExporter(config.jsonl or "-")

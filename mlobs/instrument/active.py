@@ -135,8 +135,6 @@ def log(
         run = _run or _get_run() or _run_for_this_thread()
         if metrics:
             values = {**checked_names(metrics), **values}
-        if not run.records_metrics:
-            return
         ts = _time_ns()
         if step is None:
             step = run.step = run.step + 1
@@ -144,6 +142,11 @@ def log(
             run.step = step
         else:
             step = run.step = _coerce_step(step, run)
+        # the step and the progress timestamp move on every rank (logs, system metrics and the
+        # stall alert read them); only the values themselves are for the recording ranks
+        run.last_progress_ns = ts
+        if not run.records_metrics:
+            return
         attrs = None if split is None else run.split_attrs(split)
         epoch = run.epoch
         run_id = run.run_id
@@ -156,7 +159,6 @@ def log(
             if value - value != 0.0:  # NaN or infinity: recorded (alerts want them), counted
                 _nonfinite(name, value)
             append((_GAUGE, ts, run_id, name, value, step, epoch, attrs))
-        run.last_progress_ns = ts
     except safety.MlobsError:
         raise
     except Exception as exc:

@@ -97,8 +97,9 @@ class Epoch:
             if self._span is not None:
                 self._span.end(None if exc is None else f"{type(exc).__name__}: {exc}")
                 self._span = None
+            now = time.time_ns()
+            run.last_progress_ns = now
             if run.records_metrics:
-                now = time.time_ns()
                 run.append(
                     (
                         int(Kind.GAUGE),
@@ -124,7 +125,6 @@ class Epoch:
                             None,
                         )
                     )
-                run.last_progress_ns = now
             run.epoch = self._previous_epoch
             run.recorder.wake.set()
         except safety.MlobsError:

@@ -64,7 +64,8 @@ def split_name_version(value: Any, version: str | None) -> tuple[str | None, str
             value.get("version") or version or ""
         ) or None
     if isinstance(value, (tuple, list)) and len(value) == 2:
-        return str(value[0]), str(value[1])
+        pair_version = value[1] if value[1] is not None else version
+        return str(value[0]), None if pair_version is None else str(pair_version)
     return str(value), version
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, overload
 
 from mlobs import runtime, safety
 from mlobs.context import SpanRef, current_run, current_span
-from mlobs.instrument.tracing import new_span_id, new_trace_id, span_attrs
+from mlobs.instrument.tracing import current_rank, new_span_id, new_trace_id, span_attrs
 from mlobs.record.types import Kind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +42,7 @@ def _record(
             parent[1] if parent is not None else None,
             "ok" if exc is None else "error",
             "step",
+            current_rank(),
         )
         if exc is not None:
             attrs["error_type"] = type(exc).__name__

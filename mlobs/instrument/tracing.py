@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 RUN_ID_ATTR = "mlobs.run_id"
 SPAN_KIND_ATTR = "mlobs.span"
 EPOCH_ATTR = "mlobs.epoch"
+RANK_ATTR = "mlobs.rank"
 
 _tracer: Tracer | None = None  # opentelemetry.trace.Tracer: what the SDK provider hands out
 _tracer_lock = threading.Lock()
@@ -81,14 +82,13 @@ class CurrentSpan:
         from opentelemetry import trace
 
         attributes[SPAN_KIND_ATTR] = kind
+        attributes[RANK_ATTR] = current_rank()
         self.span: Span = tracer().start_span(
             name, attributes=attributes, record_exception=False, set_status_on_exception=False
         )
         self._otel_token: object = otel_context.attach(trace.set_span_in_context(self.span))
         ctx = self.span.get_span_context()
-        self._ref_token: Token[SpanRef | None] = current_span.set(
-            (ctx.trace_id, ctx.span_id, kind)
-        )
+        self._ref_token: Token[SpanRef | None] = current_span.set((ctx.trace_id, ctx.span_id, kind))
 
     def end(self, error: str | None = None) -> None:
         """End the span (with an error status when ``error`` is given) and make its parent
@@ -103,8 +103,22 @@ class CurrentSpan:
         otel_context.detach(self._otel_token)  # type: ignore[arg-type]
 
 
+def current_rank() -> int:
+    """This process's rank, stamped on every span as it is on log records."""
+    from mlobs import runtime  # the runtime imports this module
+
+    rt = runtime.current()
+    return rt.rank.rank if rt is not None else 0
+
+
 def span_attrs(
-    trace_id: int, span_id: int, parent_id: int | None, status: str, kind: str, **extra: Any
+    trace_id: int,
+    span_id: int,
+    parent_id: int | None,
+    status: str,
+    kind: str,
+    rank: int,
+    **extra: Any,
 ) -> dict[str, Any]:
     """A span record's attributes. Ids stay integers here; the spool reads them back in hex."""
     attrs: dict[str, Any] = {
@@ -112,6 +126,7 @@ def span_attrs(
         "span_id": span_id,
         "status": status,
         "span_kind": kind,
+        "rank": rank,
     }
     if parent_id:
         attrs["parent_span_id"] = parent_id
@@ -130,6 +145,7 @@ def append_finished_span(span: ReadableSpan) -> None:
     run_id = str(attributes.pop(RUN_ID_ATTR, ""))
     kind = str(attributes.pop(SPAN_KIND_ATTR, "span"))
     epoch = attributes.pop(EPOCH_ATTR, None)
+    rank = attributes.pop(RANK_ATTR, 0)
     ok = span.status.is_ok
     extra: dict[str, Any] = {}
     if not ok and span.status.description:
@@ -150,6 +166,7 @@ def append_finished_span(span: ReadableSpan) -> None:
             span.parent.span_id if span.parent else None,
             "ok" if ok else "error",
             kind,
+            rank if isinstance(rank, int) else 0,
             **extra,
         ),
     )
