@@ -8,6 +8,7 @@ import click
 from rich.text import Text
 
 from mlobs.cli import render
+from mlobs.cli import sink_checks as _network_checks  # noqa: F401 (registers the checks)
 from mlobs.cli.checks import Check, resolve_recording, sink_checks, spool_checks
 from mlobs.config import SETTINGS, Config, Setting
 from mlobs.spool.catalog import Catalog

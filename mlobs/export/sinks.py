@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from mlobs import safety
@@ -51,12 +51,15 @@ SINKS: tuple[SinkSpec, ...] = (
 )
 
 
-def build_sinks(config: Config) -> list[Exporter]:
-    """The exporters the configuration turns on. A sink that cannot be built is reported and
-    left out; the others, and the spool, keep working (records wait there for ``mlobs replay``)."""
+def build_sinks(config: Config, only: Collection[str] | None = None) -> list[Exporter]:
+    """The exporters the configuration turns on (of the sinks named in ``only``, when given).
+
+    A sink that cannot be built is reported and left out; the others, and the spool, keep
+    working (records wait there for ``mlobs replay``).
+    """
     exporters: list[Exporter] = []
     for spec in SINKS:
-        if not spec.enabled(config):
+        if not spec.enabled(config) or (only is not None and spec.name not in only):
             continue
         try:
             module = importlib.import_module(spec.module)
