@@ -5,6 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/venv.sh dev
+bash scripts/backends.sh
 py=.venv/bin/python
 echo "== ruff"
 $py -m ruff check .

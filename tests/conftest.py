@@ -13,6 +13,8 @@ import mlobs
 from mlobs import runtime, safety
 from mlobs.export.memory import InMemoryExporter
 
+pytest_plugins = ["tests.backends"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
