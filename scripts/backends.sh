@@ -39,7 +39,7 @@ have() {
 
 all_system_binaries() {
   have prometheus && have promtool && have pushgateway prometheus-pushgateway &&
-    have alertmanager prometheus-alertmanager && have amtool && have influxd
+    have alertmanager prometheus-alertmanager && have amtool && have influxd && have openssl
 }
 
 policy_created=""
@@ -51,7 +51,7 @@ cleanup() {
 trap cleanup EXIT
 
 if all_system_binaries; then
-  echo "apt packages (prometheus, pushgateway, alertmanager, influxdb): already present"
+  echo "apt packages (prometheus, pushgateway, alertmanager, influxdb, openssl): already present"
 else
   if [ "$(id -u)" -ne 0 ] && [ -z "$sudo" ]; then
     die "installing apt packages needs root (or sudo), which is not available"
@@ -63,7 +63,8 @@ else
     $sudo chmod 755 /usr/sbin/policy-rc.d
     policy_created=1
   fi
-  packages=(prometheus prometheus-pushgateway prometheus-alertmanager influxdb)
+  # openssl: the TLS tests make their own self-signed certificates with it
+  packages=(prometheus prometheus-pushgateway prometheus-alertmanager influxdb openssl)
   apt_install() {
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       "${packages[@]}" >"$backends/apt-install.log" 2>&1
@@ -80,7 +81,7 @@ else
   cleanup
   policy_created=""
   all_system_binaries || die "apt packages installed but some binaries are still missing"
-  echo "apt packages (prometheus, pushgateway, alertmanager, influxdb): installed"
+  echo "apt packages (prometheus, pushgateway, alertmanager, influxdb, openssl): installed"
 fi
 
 # --- 2. Debian trixie .debs, unpacked project-locally ---------------------------------------------
