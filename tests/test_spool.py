@@ -237,3 +237,25 @@ def test_sink_cursor_advances_only_on_success_and_keeps_order(spool_dir: Path) -
     reader = SpoolReader.open(path)
     assert reader.cursor("flaky") == reader.last_seq()
     reader.close()
+
+
+def test_batches_that_end_inside_a_chunk_read_every_record_once(spool_dir: Path) -> None:
+    mlobs.configure(dir=str(spool_dir), flush_max_records=1_000)
+    with mlobs.run("chunks"):
+        for i in range(5_000):
+            mlobs.log(x=float(i))
+            if i % 1_300 == 0:
+                mlobs.flush()  # chunks of uneven sizes
+    mlobs.shutdown()
+    (path,) = spool_files(spool_dir)
+    reader = SpoolReader.open(path)
+    try:
+        expected = list(reader.iter_records())
+        batches, cursor = [], 0
+        while batch := reader.records_after(cursor, 777):  # never a chunk boundary
+            batches.extend(batch)
+            cursor = batch[-1].seq
+        assert batches == expected
+        assert reader.records_after(10, 5) == expected[10:15]  # going back reads the file again
+    finally:
+        reader.close()

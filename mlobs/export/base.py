@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from mlobs.record.types import Record
 from mlobs.spool.store import RunInfo
 
+WRITES_REJECTED = "mlobs_export_writes_rejected_total"
+"""Writes a backend refused as malformed (HTTP 400, gRPC INVALID_ARGUMENT); label: the sink.
+
+Such a write is counted, logged and passed over rather than retried: the backend would refuse
+the same bytes forever and hold up everything behind them (the OTLP specification says not to
+retry them). The records stay in the spool file, readable with ``mlobs export``.
+"""
+
 
 class ExportResult(enum.Enum):
     SUCCESS = "success"

@@ -54,7 +54,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 
 from mlobs import safety
 from mlobs.config import Config
-from mlobs.export.base import Batch, Exporter, ExportResult
+from mlobs.export.base import WRITES_REJECTED, Batch, Exporter, ExportResult
 from mlobs.record.types import METRIC_KINDS, Kind, Record
 from mlobs.spool.store import RUN_END, RUN_START, RunInfo
 
@@ -66,8 +66,6 @@ RUNS = "mlobs_runs"
 
 VALUES_SKIPPED = "mlobs_export_values_skipped_total"
 """Values the backend cannot store (NaN, infinity), left out of their point; label: the sink."""
-WRITES_REJECTED = "mlobs_export_writes_rejected_total"
-"""Writes the server refused, wholly or in part, as malformed (HTTP 400); label: the sink."""
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MAX_LINES = 5_000

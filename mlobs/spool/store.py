@@ -310,6 +310,9 @@ class SpoolReader:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # The last chunk decoded by records_after: a sink's batch usually ends inside a chunk,
+        # and its next batch starts there, so the chunk is decoded once, not once per batch.
+        self._chunk: list[Record] = []
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = True) -> SpoolReader:
@@ -318,11 +321,18 @@ class SpoolReader:
     def records_after(self, seq: int, limit: int = 10_000) -> list[Record]:
         """Up to ``limit`` records with ``seq`` greater than the given one, in order."""
         out: list[Record] = []
+        cached = self._chunk  # seqs within a chunk are consecutive
+        if cached and cached[0].seq <= seq + 1 <= cached[-1].seq:
+            out.extend(cached[seq + 1 - cached[0].seq :])
+            seq = cached[-1].seq
+            if len(out) >= limit:
+                return out[:limit]
         rows = self.conn.execute(
             "SELECT first_seq, payload FROM chunks WHERE last_seq > ? ORDER BY first_seq", (seq,)
         )
         for first, payload in rows:
-            out.extend(decode_chunk(first, payload, seq))
+            records = self._chunk = decode_chunk(first, payload)
+            out.extend(records[max(0, seq + 1 - first) :])
             if len(out) >= limit:
                 return out[:limit]
         return out
