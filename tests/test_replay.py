@@ -24,6 +24,7 @@ from mlobs.cli.replay import parse_since
 from mlobs.spool.replay import owner_alive
 from mlobs.spool.store import spool_files
 
+from .backends import InfluxDBServer, InfluxV2Proxy
 from .spool_util import metric_values
 
 
@@ -176,3 +177,55 @@ def test_a_crashed_run_is_replayed_completely(spool_dir: Path, tmp_path: Path) -
     print(f"crash: {len(flushed)} points flushed before SIGKILL, {len(after)} shipped by replay")
     assert len(flushed) >= 1_000
     assert after == flushed
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_shipping_to_influxdb_is_completed_by_replay_exactly_once(
+    spool_dir: Path, influxdb: InfluxDBServer, influx_v2_proxy: InfluxV2Proxy
+) -> None:
+    """SIGKILL a process that ships live to InfluxDB (1.6.7, behind the test's v2-write proxy);
+    ``mlobs replay`` sends the rest. Re-sent points overwrite themselves, so InfluxDB's count is
+    exactly what the spool holds."""
+    influxdb.create_database("train")
+    sink_env = {
+        "MLOBS_INFLUXDB_URL": influx_v2_proxy.url,
+        "MLOBS_INFLUXDB_BUCKET": "train/autogen",
+        "MLOBS_INFLUXDB_ORG": "-",
+    }
+    env = {
+        **os.environ,
+        **sink_env,
+        "MLOBS_DIR": str(spool_dir),
+        "MLOBS_FLUSH_INTERVAL": "0.1",
+        "MLOBS_GIT": "0",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(TRAINER)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+
+    def count() -> int:
+        rows = influxdb.values("SELECT count(i) FROM mlobs_metrics", "train")
+        return int(rows[0]["count"]) if rows else 0
+
+    for line in proc.stdout:
+        if int(line) >= 4_000 and count() > 0:  # it is shipping live
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    live = count()
+    flushed = metric_values(spool_dir, "i")
+
+    result = CliRunner().invoke(
+        cli, ["replay"], env={"MLOBS_DIR": str(spool_dir), "COLUMNS": "200", **sink_env}
+    )
+    assert result.exit_code == 0, result.output
+    print(f"influxdb crash: {len(flushed)} flushed, {live} shipped live, {count()} after replay")
+    assert 0 < live <= len(flushed)
+    assert count() == len(flushed)
+    rows = influxdb.values("SELECT max(i), min(i) FROM mlobs_metrics", "train")
+    assert (rows[0]["min"], rows[0]["max"]) == (0.0, float(len(flushed) - 1))
