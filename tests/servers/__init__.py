@@ -1,0 +1,1 @@
+"""Real backends run as child processes for the integration tests (see tests/backends.py)."""
