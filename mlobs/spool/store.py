@@ -112,6 +112,9 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         )
     else:
         conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False)
+        # synchronous is per connection: a sink's cursor updates want the writer's NORMAL too
+        # (see Spool), not the default FULL, which fsyncs the WAL on every batch shipped
+        conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn
 
@@ -140,22 +143,33 @@ def _hex_ids(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_NO_ATTRS: dict[str, Any] = {}
+"""The attributes of every record recorded without any (shared: never mutate a record's attrs)."""
+
+
 def decode_chunk(first_seq: int, payload: bytes, after: int = 0) -> list[Record]:
     """The records of one chunk with ``seq > after``. Records that shared an attribute dict when
-    recorded share it again: treat ``Record.attrs`` as read-only."""
-    out = []
+    recorded share it again, and records without attributes share one empty dict: treat
+    ``Record.attrs`` as read-only.
+
+    Sinks read every record through here, so it is written for speed: ``Record._make`` is
+    ``tuple.__new__`` in C (``Record(...)`` goes through a Python-level ``__new__``), and a fresh
+    empty dict per record would be one more object for the garbage collector to track.
+    """
+    out: list[Record] = []
+    append = out.append
+    make = Record._make
     kinds = _KINDS
+    no_attrs = _NO_ATTRS
     start = max(0, after + 1 - first_seq)
-    for offset, (kind, ts, run_id, name, value, step, epoch, attrs) in enumerate(
-        codec.decode(payload)[start:], start
-    ):
+    seq = first_seq + start
+    for kind, ts, run_id, name, value, step, epoch, attrs in codec.decode(payload)[start:]:
         if attrs is None:
-            attrs = {}
+            attrs = no_attrs
         elif kind == _SPAN:
             attrs = _hex_ids(attrs)
-        out.append(
-            Record(first_seq + offset, kinds[kind], ts, run_id, name, value, step, epoch, attrs)
-        )
+        append(make((seq, kinds[kind], ts, run_id, name, value, step, epoch, attrs)))
+        seq += 1
     return out
 
 
