@@ -16,19 +16,28 @@ garbage collector and mlobs' background threads stay on; nothing is subtracted.
 
 from __future__ import annotations
 
-import argparse
-import gc
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from _report import ROOT, Stats, measured_line, table, verdict, write_section
+from _report import ROOT, table, verdict
+from _sinks import (
+    Case,
+    Load,
+    Throughput,
+    Timing,
+    case_row,
+    finish,
+    interleave,
+    parse_args,
+    stage,
+    timed,
+)
 from fluent.sender import EventTime, FluentSender
 
 import mlobs
@@ -80,19 +89,6 @@ def _values(n: int) -> list[float]:
     return [rng.random() for _ in range(n)]
 
 
-@dataclass
-class Timing:
-    wall: float
-    cpu: float
-
-
-def _timed(body: Callable[[], None]) -> Timing:
-    gc.collect()
-    w0, c0 = time.perf_counter(), time.process_time()
-    body()
-    return Timing(time.perf_counter() - w0, time.process_time() - c0)
-
-
 class MlobsCase:
     """``mlobs.log(loss=x)`` N times in a run, then until the stand-in has them: with ack,
     ``mlobs.flush()`` returns once every frame is acknowledged; without, the count is polled."""
@@ -126,7 +122,7 @@ class MlobsCase:
                     if not self.ack:
                         server.wait_count(target)
 
-                timing = _timed(body)
+                timing = timed(body)
                 if server.count() < target:
                     raise RuntimeError("acknowledged but not received")
                 return timing
@@ -163,7 +159,7 @@ class BareCase:
                     raise RuntimeError(f"fluent-logger failed: {self.sender.last_error}")
             server.wait_count(target)
 
-        return _timed(body)
+        return timed(body)
 
     def close(self) -> None:
         self.sender.close()
@@ -177,45 +173,27 @@ LABELS = {
 }
 
 
-@dataclass
-class Result:
-    n: int
-    timings: dict[str, list[Timing]] = field(default_factory=dict)
-
-    def rate(self, case: str) -> Stats:
-        return Stats.of([self.n / t.wall for t in self.timings[case]])
-
-    def cpu_per_million(self, case: str) -> Stats:
-        return Stats.of([t.cpu / self.n * 1e6 for t in self.timings[case]])
-
-    def ratio(self, case: str) -> Stats:
-        pairs = zip(self.timings["bare"], self.timings[case], strict=True)
-        return Stats.of([bare.wall / own.wall for bare, own in pairs])
-
-
-def bench(n: int, repeats: int, server: StandIn) -> Result:
+def bench(n: int, repeats: int, server: StandIn) -> Throughput:
+    """Every case sends bursts of ``n`` points (a warm-up burst of a tenth of that first)."""
     values = _values(n)
-    cases: dict[str, MlobsCase | BareCase] = {
+    runners: dict[str, MlobsCase | BareCase] = {
         "mlobs_ack": MlobsCase(server, ack=True),
         "mlobs": MlobsCase(server, ack=False),
         "bare": BareCase(server),
     }
-    result = Result(n, {name: [] for name in cases})
+
+    def case(runner: MlobsCase | BareCase) -> Case:
+        return lambda size, _tag: runner.run(values[:size])
+
     try:
-        for case in cases.values():  # warm-up, not counted
-            case.run(values[: max(100, n // 10)])
-        order = list(cases)
-        for rep in range(repeats):
-            shift = rep % len(order)
-            for name in order[shift:] + order[:shift]:
-                result.timings[name].append(cases[name].run(values))
+        cases = {name: case(runner) for name, runner in runners.items()}
+        return interleave(Load(n, (n,), repeats), cases, warmup=max(100, n // 10))
     finally:
-        for case in cases.values():
-            case.close()
-    return result
+        for runner in runners.values():
+            runner.close()
 
 
-def report(results: Sequence[Result]) -> tuple[str, bool]:
+def report(results: Sequence[Throughput]) -> tuple[str, bool]:
     rows = []
     ok = True
     for r in results:
@@ -223,27 +201,17 @@ def report(results: Sequence[Result]) -> tuple[str, bool]:
             passed = ""
             ratio = ""
             if case != "bare":
-                stats = r.ratio(case)
+                stats = r.ratio(case, "bare", r.n)
                 ratio = stats.fmt(".2f")
                 good = stats.median >= TARGET_VS_BARE
                 ok = ok and good
                 passed = verdict(good)
-            rows.append(
-                [
-                    f"{r.n:,}",
-                    LABELS[case],
-                    r.rate(case).fmt(",.0f"),
-                    r.cpu_per_million(case).fmt(".1f"),
-                    ratio,
-                    passed,
-                ]
-            )
-    repeats = len(results[0].timings["bare"])
+            rows.append([*case_row(r, r.n, case, LABELS[case], ".1f"), ratio, passed])
     text = "\n\n".join(
         [
             "### End to end, `mlobs.log` to the forward server",
-            f"Bursts of N points, {repeats} repeats of each case after a warm-up, the cases "
-            "interleaved (order rotated each repeat). mlobs: `mlobs.configure(dir=<tmp>, "
+            f"Bursts of N points, {results[0].repeats()} repeats of each case after a warm-up, the "
+            "cases interleaved (order rotated each repeat). mlobs: `mlobs.configure(dir=<tmp>, "
             "fluentd_host=..., fluentd_port=...)` (default flush interval, log capture off), "
             "`mlobs.log(loss=x)` N times inside a run, then `mlobs.flush()`: the clock stops "
             "when every PackedForward chunk is acknowledged (ack) or when the server has "
@@ -280,39 +248,26 @@ QUICK = Sizes((1_000, 10_000), 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, a smoke test")
-    parser.add_argument("--write", action="store_true", help="rewrite the fluentd block")
-    args = parser.parse_args(argv)
-    if args.write and args.quick:
-        parser.error("--write needs a full run (no --quick)")
+    args = parse_args(__doc__, "fluentd", argv, quick_help="fewer repeats, a smoke test")
     sizes = QUICK if args.quick else FULL
     server = StandIn()
     try:
         results = []
         for n in sizes.bursts:
-            t0 = time.perf_counter()
-            print(f"[bench] fluentd N={n:,} ...", file=sys.stderr, flush=True)
-            results.append(bench(n, sizes.repeats, server))
-            print(f"[bench] {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+            with stage(f"fluentd N={n:,}"):
+                results.append(bench(n, sizes.repeats, server))
     finally:
         server.close()
     body, ok = report(results)
-    section = "\n\n".join(
-        [
-            "## Fluentd sink (issue #3)",
-            measured_line(*PEERS)
-            + (" **Quick run: too few repeats to quote.**" if args.quick else ""),
-            "Rerun: `python bench/bench_fluentd.py --write`.",
-            table(["benchmark", "result"], [["fluentd end to end", verdict(ok)]]),
-            body,
-        ]
+    return finish(
+        args,
+        "fluentd",
+        "## Fluentd sink (issue #3)",
+        PEERS,
+        [("fluentd end to end", ok)],
+        [body],
+        quick_note="too few repeats to quote",
     )
-    print(section)
-    if args.write:
-        write_section("fluentd", section)
-        print(f"\n[bench] wrote the fluentd block of {Path('BENCHMARKS.md')}", file=sys.stderr)
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":

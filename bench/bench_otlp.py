@@ -31,131 +31,63 @@ processes and are not counted).
 
 from __future__ import annotations
 
-import argparse
-import gc
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from _report import ROOT, Stats, measured_line, table, verdict, write_section
+from _report import Stats, table
+from _sinks import (
+    FULL_LOAD,
+    QUICK_LOAD,
+    Case,
+    Load,
+    Ratio,
+    Server,
+    Throughput,
+    Timing,
+    chunks,
+    finish,
+    interleave,
+    mlobs_batches,
+    parse_args,
+    per_unit,
+    report_throughput,
+    stage,
+    timed,
+    victoria_metrics,
+)
 
 import mlobs
 
 PEERS = ("opentelemetry-exporter-otlp-proto-http", "opentelemetry-sdk")
 TARGET_VS_EXPORTER = 0.8
-CASES = ("mlobs", "exporter")
 LABELS = {
     "mlobs": "mlobs: `mlobs.log` × B, `mlobs.flush()`",
     "exporter": "`OTLPMetricExporter` alone, B points per export",
 }
+RATIOS = (Ratio("mlobs", "exporter", "mlobs / `OTLPMetricExporter` alone", TARGET_VS_EXPORTER),)
 
 
-# -- the servers -----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """A child process on 127.0.0.1, data in a temp dir, ready when ``/health`` answers 200,
-    stopped by PID."""
-
-    def __init__(self, name: str, args: Callable[[str, str], list[str]]) -> None:
-        binary = shutil.which(name) or str(ROOT / ".backends/bin" / name)
-        if not os.access(binary, os.X_OK):
-            sys.exit(f"{name} missing: run scripts/backends.sh")
-        self.dir = tempfile.mkdtemp(prefix=f"mlobs-bench-{name}-")
-        address = f"127.0.0.1:{_free_port()}"
-        self.url = f"http://{address}"
-        self._log = open(Path(self.dir) / "server.log", "wb")  # noqa: SIM115 (closed in stop)
-        self._proc = subprocess.Popen(
-            [binary, *args(address, self.dir)], stdout=self._log, stderr=subprocess.STDOUT
-        )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with opener.open(self.url + "/health", timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self._proc.poll() is not None:
-                self.stop()
-                sys.exit(f"{name} did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def start_servers() -> tuple[Server, Server]:
-    storage = Server(
-        "victoria-metrics",
-        lambda addr, d: [
-            f"-httpListenAddr={addr}",
-            f"-storageDataPath={d}/data",
-            "-retentionPeriod=100y",
-            "-loggerLevel=WARN",
-        ],
-    )
-    agent = Server(
+def vmagent(storage: Server) -> Server:
+    """vmagent receiving OTLP/HTTP, forwarding to ``storage`` by remote write."""
+    return Server(
         "vmagent",
-        lambda addr, d: [
-            f"-httpListenAddr={addr}",
+        lambda address, data: [
+            f"-httpListenAddr={address}",
             f"-remoteWrite.url={storage.url}/api/v1/write",
-            f"-remoteWrite.tmpDataPath={d}/queue",
+            f"-remoteWrite.tmpDataPath={data}/queue",
             "-opentelemetry.usePrometheusNaming",
             "-loggerLevel=WARN",
         ],
     )
-    return storage, agent
 
 
-# -- the cases -------------------------------------------------------------------------------------
-
-
-def _timed(body: Callable[[], None]) -> tuple[float, float]:
-    """Wall and CPU seconds of ``body``."""
-    gc.collect()
-    c0, t0 = time.process_time(), time.perf_counter()
-    body()
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
-def _mlobs_case(n: int, batch: int, rep: int) -> tuple[float, float]:
-    log = mlobs.log
-
-    def body() -> None:
-        with mlobs.run(f"bench-{batch}-{rep}"):
-            for start in range(0, n, batch):
-                for i in range(start, min(n, start + batch)):
-                    log(loss=i * 0.001)
-                if not mlobs.flush(60):
-                    raise RuntimeError("the otlp sink did not catch up")
-
-    return _timed(body)
+# -- 1. end to end ---------------------------------------------------------------------------------
 
 
 def _run_resource(run_id: str) -> Any:
@@ -182,133 +114,75 @@ def _run_resource(run_id: str) -> Any:
     )
 
 
-def _exporter_case(exporter: Any, n: int, batch: int, rep: int) -> tuple[float, float]:
+def _loss_metrics(run_id: str) -> Callable[[list[Any]], Any]:
+    """``points -> MetricsData``: one gauge ``loss`` holding those points, in the resource mlobs
+    gives run ``run_id``, under a scope of the bench's own."""
     from opentelemetry.sdk.metrics.export import (
         Gauge,
         Metric,
         MetricsData,
-        NumberDataPoint,
         ResourceMetrics,
         ScopeMetrics,
     )
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    resource = _run_resource(f"exporter-{batch}-{rep}")
+    resource = _run_resource(run_id)
     scope = InstrumentationScope("bench", "0")
+
+    def build(points: list[Any]) -> Any:
+        metric = Metric("loss", "", "", Gauge(points))
+        return MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, [metric], "")], "")])
+
+    return build
+
+
+def _exporter_case(exporter: Any, n: int, batch: int, tag: str) -> Timing:
+    from opentelemetry.sdk.metrics.export import NumberDataPoint
+
+    loss_metrics = _loss_metrics(f"exporter-{tag}")
     attrs = {"rank": 0}
     now = time.time_ns
 
     def body() -> None:
-        for start in range(0, n, batch):
-            points = [
-                NumberDataPoint(attrs, 0, now(), i * 0.001)
-                for i in range(start, min(n, start + batch))
-            ]
-            data = MetricsData(
-                [
-                    ResourceMetrics(
-                        resource,
-                        [ScopeMetrics(scope, [Metric("loss", "", "", Gauge(points))], "")],
-                        "",
-                    )
-                ]
-            )
-            if exporter.export(data).name != "SUCCESS":
+        for chunk in chunks(n, batch):
+            points = [NumberDataPoint(attrs, 0, now(), i * 0.001) for i in chunk]
+            if exporter.export(loss_metrics(points)).name != "SUCCESS":
                 raise RuntimeError("the exporter's export failed")
 
-    return _timed(body)
+    return timed(body)
 
 
-@dataclass
-class Throughput:
-    n: int
-    batches: Sequence[int]
-    wall: dict[tuple[str, int], list[float]] = field(default_factory=dict)
-    cpu: dict[tuple[str, int], list[float]] = field(default_factory=dict)
-
-    def rate(self, case: str, batch: int) -> Stats:
-        return Stats.of([self.n / w for w in self.wall[case, batch]])
-
-    def cpu_per_million(self, case: str, batch: int) -> Stats:
-        return Stats.of([c / self.n * 1e6 for c in self.cpu[case, batch]])
-
-    def ratio(self, case: str, peer: str, batch: int) -> Stats:
-        pairs = zip(self.wall[peer, batch], self.wall[case, batch], strict=True)
-        return Stats.of([p / c for p, c in pairs])  # throughput ratio = inverse time ratio
-
-
-def bench_throughput(metrics_url: str, n: int, batches: Sequence[int], repeats: int) -> Throughput:
+def bench_throughput(metrics_url: str, load: Load) -> Throughput:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-    result = Throughput(n, batches)
     tmp = tempfile.mkdtemp(prefix="mlobs-bench-otlp-")
     exporter = OTLPMetricExporter(endpoint=metrics_url, timeout=30)
-    cases: dict[str, Callable[[int, int], tuple[float, float]]] = {
-        "mlobs": lambda b, r: _mlobs_case(n, b, r),
-        "exporter": lambda b, r: _exporter_case(exporter, n, b, r),
+    n = load.points
+    cases: dict[str, Case] = {
+        "mlobs": lambda b, tag: mlobs_batches(n, b, tag, "otlp"),
+        "exporter": lambda b, tag: _exporter_case(exporter, n, b, tag),
     }
     os.environ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = metrics_url
     try:
         mlobs.configure(dir=tmp, capture_logs=False)
-        for case in cases.values():  # warm-up: connections, imports, caches
-            case(min(batches), -1)
-        order = list(cases)
-        for rep in range(repeats):
-            for batch in batches:
-                shift = rep % len(order)
-                for name in order[shift:] + order[:shift]:
-                    wall, cpu = cases[name](batch, rep)
-                    result.wall.setdefault((name, batch), []).append(wall)
-                    result.cpu.setdefault((name, batch), []).append(cpu)
+        return interleave(load, cases)
     finally:
         mlobs.shutdown()
         exporter.shutdown()
         os.environ.pop("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", None)
         shutil.rmtree(tmp, ignore_errors=True)
-    return result
 
 
-def report_throughput(r: Throughput) -> tuple[str, bool]:
-    rows = []
-    ratios = []
-    ok = True
-    for batch in r.batches:
-        for case in CASES:
-            rows.append(
-                [
-                    f"{batch:,}",
-                    LABELS[case],
-                    r.rate(case, batch).fmt(",.0f"),
-                    r.cpu_per_million(case, batch).fmt(".1f"),
-                ]
-            )
-        vs_exporter = r.ratio("mlobs", "exporter", batch)
-        passed = vs_exporter.median >= TARGET_VS_EXPORTER
-        ok = ok and passed
-        ratios.append(
-            [
-                f"{batch:,}",
-                "mlobs / `OTLPMetricExporter` alone",
-                vs_exporter.fmt(".2f"),
-                f"≥ {TARGET_VS_EXPORTER}",
-                verdict(passed),
-            ]
-        )
-    n_rep = len(r.wall["mlobs", r.batches[0]])
-    text = "\n\n".join(
-        [
-            "### 1. End to end: `mlobs.log` to points acknowledged by vmagent",
-            f"{r.n:,} points per case and repeat, in batches of B, {n_rep} repeats after a "
-            "warm-up, cases interleaved (order rotated each repeat). Receiver: vmagent's OTLP/HTTP "
-            "endpoint on loopback, forwarding to VictoriaMetrics (see the script's docstring). "
-            "Throughput in points/s and CPU seconds of this process per million points: median "
-            "(min–max).",
-            table(["B", "case", "points/s", "CPU s per 1M points"], rows),
-            "Throughput ratios, taken per repeat:",
-            table(["B", "ratio", "median (min–max)", "target", "result"], ratios),
-        ]
+def report(r: Throughput) -> tuple[str, bool]:
+    return report_throughput(
+        r,
+        "### 1. End to end: `mlobs.log` to points acknowledged by vmagent",
+        ". Receiver: vmagent's OTLP/HTTP endpoint on loopback, forwarding to VictoriaMetrics "
+        "(see the script's docstring).",
+        LABELS,
+        RATIOS,
+        cpu_spec=".1f",
     )
-    return text, ok
 
 
 # -- 2. where the time goes: conversion and encoding ---------------------------------------------
@@ -324,15 +198,7 @@ def bench_stages(n: int, repeats: int) -> Stages:
     """Microseconds per point: spool records to ``MetricsData`` (mlobs' conversion) against
     building the same ``MetricsData`` by hand, and the exporter's protobuf encoding of it."""
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-    from opentelemetry.sdk.metrics.export import (
-        Gauge,
-        Metric,
-        MetricsData,
-        NumberDataPoint,
-        ResourceMetrics,
-        ScopeMetrics,
-    )
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.sdk.metrics.export import NumberDataPoint
 
     from mlobs.export.otlp_metrics import MetricsBuilder
     from mlobs.export.otlp_resource import Resources
@@ -343,14 +209,11 @@ def bench_stages(n: int, repeats: int) -> Stages:
     records = [Record(i, Kind.GAUGE, ts0 + i, "r1", "loss", i * 0.001, i, 0, {}) for i in range(n)]
     runs = {"r1": RunInfo("r1", "bench", "running", ts0, resource={"rank": 0, "host": "h"})}
     builder = MetricsBuilder(Resources())
-    resource = _run_resource("r1")
-    scope = InstrumentationScope("bench", "0")
+    loss_metrics = _loss_metrics("r1")
 
     def by_hand() -> Any:
         attrs = {"rank": 0}
-        points = [NumberDataPoint(attrs, 0, r.ts_ns, r.value) for r in records]
-        metric = Metric("loss", "", "", Gauge(points))
-        return MetricsData([ResourceMetrics(resource, [ScopeMetrics(scope, [metric], "")], "")])
+        return loss_metrics([NumberDataPoint(attrs, 0, r.ts_ns, r.value) for r in records])
 
     data = by_hand()
     cases: dict[str, Callable[[], Any]] = {
@@ -358,18 +221,7 @@ def bench_stages(n: int, repeats: int) -> Stages:
         "by_hand": by_hand,
         "encode": lambda: encode_metrics(data).SerializeToString(),
     }
-    result = Stages(n, {k: [] for k in cases})
-    for fn in cases.values():
-        fn()
-    for rep in range(repeats):
-        order = list(cases)
-        shift = rep % len(order)
-        for name in order[shift:] + order[:shift]:
-            gc.collect()
-            t0 = time.perf_counter()
-            cases[name]()
-            result.us[name].append((time.perf_counter() - t0) / n * 1e6)
-    return result
+    return Stages(n, per_unit(cases, repeats, n, 1e6))
 
 
 def report_stages(r: Stages) -> str:
@@ -397,59 +249,32 @@ def report_stages(r: Stages) -> str:
 
 @dataclass(frozen=True)
 class Sizes:
-    points: int
-    batches: tuple[int, ...]
-    repeats: int
+    load: Load
     stage_n: int
     stage_repeats: int
 
 
-FULL = Sizes(200_000, (1_000, 10_000), 7, 50_000, 7)
-QUICK = Sizes(20_000, (1_000, 10_000), 2, 10_000, 3)
+FULL = Sizes(FULL_LOAD, 50_000, 7)
+QUICK = Sizes(QUICK_LOAD, 10_000, 3)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
-    parser.add_argument(
-        "--write", action="store_true", help="rewrite the otlp block of BENCHMARKS.md"
-    )
-    args = parser.parse_args(argv)
-    if args.write and args.quick:
-        parser.error("--write needs a full run (no --quick)")
+    args = parse_args(__doc__, "otlp", argv)
     sizes = QUICK if args.quick else FULL
-
-    print("[bench] stages ...", file=sys.stderr, flush=True)
-    stages = report_stages(bench_stages(sizes.stage_n, sizes.stage_repeats))
-    print("[bench] throughput ...", file=sys.stderr, flush=True)
-    storage, agent = start_servers()
-    try:
-        t0 = time.perf_counter()
-        throughput, ok = report_throughput(
-            bench_throughput(
-                agent.url + "/opentelemetry/v1/metrics", sizes.points, sizes.batches, sizes.repeats
-            )
+    with stage("stages"):
+        stages = report_stages(bench_stages(sizes.stage_n, sizes.stage_repeats))
+    with stage("throughput"), victoria_metrics() as storage, vmagent(storage) as agent:
+        throughput, ok = report(
+            bench_throughput(agent.url + "/opentelemetry/v1/metrics", sizes.load)
         )
-        print(f"[bench] throughput: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    finally:
-        agent.stop()
-        storage.stop()
-    section = "\n\n".join(
-        [
-            "## OTLP sink (issue #3)",
-            measured_line(*PEERS)
-            + (" **Quick run: sizes too small to quote.**" if args.quick else ""),
-            "Rerun: `python bench/bench_otlp.py --write`.",
-            table(["benchmark", "result"], [["end-to-end throughput vs exporter", verdict(ok)]]),
-            throughput,
-            stages,
-        ]
+    return finish(
+        args,
+        "otlp",
+        "## OTLP sink (issue #3)",
+        PEERS,
+        [("end-to-end throughput vs exporter", ok)],
+        [throughput, stages],
     )
-    print(section)
-    if args.write:
-        write_section("otlp", section)
-        print("\n[bench] wrote the otlp block of BENCHMARKS.md", file=sys.stderr)
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
