@@ -292,8 +292,15 @@ def test_end_to_end_run_logs_steps_and_events_under_their_tags(
         with mlobs.step("load"):
             logging.getLogger("trainer").warning("epoch %d done", 1, extra={"batch": 3})
     assert mlobs.flush(10)
+    # without acks, a flush ends once the frames are written; the stand-in decodes them on its
+    # own thread
+    tags = {"train.metric", "train.log", "train.span", "train.event"}
+    assert standin.wait_for(lambda: {e.tag for e in standin.events} == tags)
+    assert standin.wait_for(
+        lambda: any(r["name"] == "run_end" for r in standin.records("train.event"))
+    )
     by_tag = Counter(e.tag for e in standin.events)
-    assert set(by_tag) == {"train.metric", "train.log", "train.span", "train.event"}
+    assert set(by_tag) == tags
 
     (loss,) = [r for r in standin.records("train.metric") if r["name"] == "loss"]
     assert loss["run_id"] == run.run_id

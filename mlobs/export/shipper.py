@@ -110,6 +110,7 @@ class Shipper:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: SpoolReader | None = None
+        self._cursor: int | None = None
         self._export_lock = threading.Lock()
         self._status_lock = threading.Lock()
         self._status_reader: SpoolReader | None = None
@@ -157,7 +158,8 @@ class Shipper:
         with self._export_lock:
             reader = self.reader()
             name = self.exporter.name
-            cursor = reader.cursor(name)
+            # only this shipper moves its cursor in this file, so the last one it set is current
+            cursor = self._cursor if self._cursor is not None else reader.cursor(name)
             while deadline is None or time.monotonic() < deadline:
                 records = reader.records_after(cursor, self.batch_size)
                 if not records:
@@ -180,11 +182,13 @@ class Shipper:
                             self.breaker.failures_in_row,
                         )
                     return False
-                cursor = records[-1].seq
+                cursor = self._cursor = records[-1].seq
                 reader.set_cursor(name, cursor)
                 safety.self_metrics.inc(EXPORTED, name, len(records))
                 self.breaker.record(ok=True)
                 self.backoff.reset()
+                if len(records) < self.batch_size:
+                    return True  # a short batch: the spool held nothing more when it was read
             return False
 
     def status(self) -> SinkStatus:

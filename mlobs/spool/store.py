@@ -215,6 +215,8 @@ class Spool:
         self._conn.executescript(_SCHEMA)
         row = self._conn.execute("SELECT MAX(last_seq) FROM chunks").fetchone()
         self._next_seq = int(row[0] or 0) + 1
+        self.bytes_written = 0
+        """Chunk bytes this process has written here (the flusher paces its budget checks by it)."""
         with self._conn:
             self._conn.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
@@ -238,6 +240,7 @@ class Spool:
         if not batch:
             return
         payload = codec.encode(batch)
+        self.bytes_written += len(payload)
         present = set(map(itemgetter(0), batch))
         kinds = 0
         for kind in present:
