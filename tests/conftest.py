@@ -13,7 +13,7 @@ import mlobs
 from mlobs import runtime, safety
 from mlobs.export.memory import InMemoryExporter
 
-pytest_plugins = ["tests.backends"]
+pytest_plugins = ["tests.backends", "tests.nvml_standin.fixture"]
 
 
 @pytest.fixture(autouse=True)
