@@ -9,6 +9,8 @@ from dataclasses import dataclass
 _RANK_VARS = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 _LOCAL_RANK_VARS = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
 _WORLD_SIZE_VARS = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+LAUNCHER_VARS = frozenset(_RANK_VARS + _LOCAL_RANK_VARS + _WORLD_SIZE_VARS)
+"""Every variable rank, local rank and world size are read from."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 
 import mlobs
 from mlobs import runtime, safety
+from mlobs.distributed import LAUNCHER_VARS
 from mlobs.export.memory import InMemoryExporter
 
 pytest_plugins = ["tests.backends", "tests.nvml_standin.fixture"]
@@ -19,11 +20,9 @@ pytest_plugins = ["tests.backends", "tests.nvml_standin.fixture"]
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for name in list(os.environ):
-        if name.startswith(("MLOBS_", "OTEL_", "INFLUXDB_V2_")) or name in (
-            "RANK",
-            "LOCAL_RANK",
-            "WORLD_SIZE",
-        ):
+        # every launcher variable mlobs reads: a test run inside a torchrun, SLURM or MPI job
+        # must not make the tests a non-main rank
+        if name.startswith(("MLOBS_", "OTEL_", "INFLUXDB_V2_")) or name in LAUNCHER_VARS:
             monkeypatch.delenv(name)
     monkeypatch.setenv("MLOBS_DIR", str(tmp_path / "default-spool"))
     safety.self_metrics.reset()

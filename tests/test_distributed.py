@@ -21,25 +21,9 @@ from mlobs.testing import recording
 
 from .spool_util import read_all
 
-_LAUNCHER_VARS = (
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "SLURM_PROCID",
-    "SLURM_LOCALID",
-    "SLURM_NTASKS",
-    "OMPI_COMM_WORLD_RANK",
-    "OMPI_COMM_WORLD_LOCAL_RANK",
-    "OMPI_COMM_WORLD_SIZE",
-    "PMI_RANK",
-    "PMI_SIZE",
-)
-
 
 @pytest.fixture(autouse=True)
-def _no_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _LAUNCHER_VARS:
-        monkeypatch.delenv(name, raising=False)
+def _no_git(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOBS_GIT", "0")
 
 

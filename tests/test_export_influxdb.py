@@ -29,29 +29,13 @@ from mlobs.export.influxdb import (
     from_config,
     string_field,
 )
-from mlobs.record.types import Kind, Record
+from mlobs.record.types import Kind
 from mlobs.spool.store import RUN_END, RUN_START, RunInfo
 
 from .backends import InfluxDBServer, InfluxV2Proxy, VictoriaMetricsServer, free_port
-from .spool_util import read_all
+from .spool_util import TS, make_record, read_all
 
 DB = "mlobs"
-TS = 1_700_000_000_123_456_789  # nanoseconds: the last digits must survive the round trip
-
-
-def _record(
-    seq: int,
-    kind: Kind,
-    name: str,
-    value: float | None,
-    *,
-    ts: int = TS,
-    run_id: str = "r1",
-    step: int | None = None,
-    epoch: int | None = None,
-    attrs: dict[str, Any] | None = None,
-) -> Record:
-    return Record(seq, kind, ts, run_id, name, value, step, epoch, attrs or {})
 
 
 RUN = RunInfo(
@@ -93,11 +77,11 @@ def test_values_of_one_log_call_form_one_point_with_step_and_epoch_fields() -> N
     split = {"split": "val"}
     batch = Batch(
         [
-            _record(1, Kind.GAUGE, "loss", 0.25, step=7, epoch=1, attrs=split),
-            _record(2, Kind.GAUGE, "acc", 1.0, step=7, epoch=1, attrs=split),
-            _record(3, Kind.GAUGE, "step", 3.0, step=7, epoch=1, attrs=split),
-            _record(4, Kind.GAUGE, "loss", 0.5, ts=TS + 1, step=8),
-            _record(5, Kind.COUNTER, "samples", 32.0, ts=TS + 1, step=8),
+            make_record(1, Kind.GAUGE, "loss", 0.25, step=7, epoch=1, attrs=split),
+            make_record(2, Kind.GAUGE, "acc", 1.0, step=7, epoch=1, attrs=split),
+            make_record(3, Kind.GAUGE, "step", 3.0, step=7, epoch=1, attrs=split),
+            make_record(4, Kind.GAUGE, "loss", 0.5, ts=TS + 1, step=8),
+            make_record(5, Kind.COUNTER, "samples", 32.0, ts=TS + 1, step=8),
         ],
         {"r1": RUN},
     )
@@ -114,7 +98,7 @@ def test_values_of_one_log_call_form_one_point_with_step_and_epoch_fields() -> N
 def test_attributes_become_tags_without_clashing_with_mlobs_own() -> None:
     exporter = InfluxDBExporter("http://127.0.0.1:9")
     attrs = {"rank": 5, "time": "noon", "gpu": 1, "nested": {"no": "tag"}, "empty": ""}
-    batch = Batch([_record(1, Kind.GAUGE, "util", 0.5, attrs=attrs)], {"r1": RUN})
+    batch = Batch([make_record(1, Kind.GAUGE, "util", 0.5, attrs=attrs)], {"r1": RUN})
     assert exporter.lines(batch) == [
         "mlobs_metrics,experiment=exp\\,1,gpu=1,kind=gauge,rank=0,run_id=r1,"
         f"run_name=resnet\\ run,time_=noon util=0.5 {TS}"
@@ -125,9 +109,9 @@ def test_nonfinite_values_are_left_out_and_counted() -> None:
     exporter = InfluxDBExporter("http://127.0.0.1:9")
     batch = Batch(
         [
-            _record(1, Kind.GAUGE, "loss", math.nan, step=1),
-            _record(2, Kind.GAUGE, "acc", 0.5, step=1),
-            _record(3, Kind.GAUGE, "loss", math.inf, ts=TS + 1, step=2),
+            make_record(1, Kind.GAUGE, "loss", math.nan, step=1),
+            make_record(2, Kind.GAUGE, "acc", 0.5, step=1),
+            make_record(3, Kind.GAUGE, "loss", math.inf, ts=TS + 1, step=2),
         ],
         {},
     )
@@ -157,10 +141,10 @@ def test_logs_spans_events_and_runs_have_their_own_measurements() -> None:
     start = {"run_name": "resnet run", "resource": RUN.resource, "params": {"lr": 0.1}}
     batch = Batch(
         [
-            _record(1, Kind.LOG, "train", 40.0, step=3, attrs=log_attrs),
-            _record(2, Kind.SPAN, "load data", 0.5, step=3, attrs=span_attrs),
-            _record(3, Kind.EVENT, RUN_START, None, ts=RUN.start_ns, attrs=start),
-            _record(4, Kind.EVENT, RUN_END, None, step=3, attrs={"status": "finished"}),
+            make_record(1, Kind.LOG, "train", 40.0, step=3, attrs=log_attrs),
+            make_record(2, Kind.SPAN, "load data", 0.5, step=3, attrs=span_attrs),
+            make_record(3, Kind.EVENT, RUN_START, None, ts=RUN.start_ns, attrs=start),
+            make_record(4, Kind.EVENT, RUN_END, None, step=3, attrs={"status": "finished"}),
         ],
         {"r1": RUN},
     )
@@ -200,7 +184,7 @@ def test_long_strings_are_cut_below_influxdb_s_limit() -> None:
 def test_a_refused_connection_fails_the_export_at_once() -> None:
     exporter = InfluxDBExporter(f"http://127.0.0.1:{free_port()}", timeout=2.0)
     t0 = time.monotonic()
-    result = exporter.export(Batch([_record(1, Kind.GAUGE, "loss", 1.0, step=1)], {}))
+    result = exporter.export(Batch([make_record(1, Kind.GAUGE, "loss", 1.0, step=1)], {}))
     assert result is ExportResult.FAILURE
     assert time.monotonic() - t0 < 2.0
     exporter.shutdown()
@@ -213,7 +197,7 @@ def test_a_server_that_never_answers_fails_the_export_within_the_timeout() -> No
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         exporter = InfluxDBExporter(url, timeout=0.5)
         t0 = time.monotonic()
-        result = exporter.export(Batch([_record(1, Kind.GAUGE, "loss", 1.0, step=1)], {}))
+        result = exporter.export(Batch([make_record(1, Kind.GAUGE, "loss", 1.0, step=1)], {}))
         elapsed = time.monotonic() - t0
     assert result is ExportResult.FAILURE
     assert 0.4 < elapsed < 3.0, elapsed
@@ -304,10 +288,10 @@ def test_a_batch_offered_again_overwrites_instead_of_duplicating(
 ) -> None:
     influxdb.create_database(DB)
     records = [
-        _record(i, Kind.GAUGE, "loss", 1.0 / i, ts=TS + i, step=i, attrs={"split": "train"})
+        make_record(i, Kind.GAUGE, "loss", 1.0 / i, ts=TS + i, step=i, attrs={"split": "train"})
         for i in range(1, 1001)
     ]
-    records.append(_record(1001, Kind.LOG, "train", 20.0, attrs={"message": "hi"}))
+    records.append(make_record(1001, Kind.LOG, "train", 20.0, attrs={"message": "hi"}))
     batch = Batch(records, {"r1": RUN})
     exporter = InfluxDBExporter(influx_v2_proxy.url, bucket=f"{DB}/autogen", max_lines=300)
     try:

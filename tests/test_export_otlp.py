@@ -34,13 +34,13 @@ from mlobs.export.otlp import (
 from mlobs.export.otlp_logs import severity_number
 from mlobs.export.otlp_metrics import EPOCH_METRIC, STEP_METRIC, metric_name, metric_unit
 from mlobs.export.shipper import EXPORT_FAILURES
-from mlobs.record.types import Kind, Record
+from mlobs.record.types import Kind
 from mlobs.spool.store import HEARTBEAT, RUN_START, RunInfo, SpoolReader, spool_files
 
 from .backends import OtelTapReceiver, PrometheusServer, VmagentServer
 from .otlp_grpc_standin import OtlpStandin, Received, attributes
+from .spool_util import TS, make_record
 
-TS = 1_700_000_000_123_456_789  # nanoseconds: OTLP keeps every digit
 SECOND = 1_000_000_000
 RUN = RunInfo(
     "r1",
@@ -56,21 +56,6 @@ OUT_OF_ORDER = {"storage": {"tsdb": {"out_of_order_time_window": "1h"}}}
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
 PARENT = "00f067aa0ba902b7"
-
-
-def _record(
-    seq: int,
-    kind: Kind,
-    name: str,
-    value: float | None,
-    *,
-    ts: int = TS,
-    run_id: str = "r1",
-    step: int | None = None,
-    epoch: int | None = None,
-    attrs: dict[str, Any] | None = None,
-) -> Record:
-    return Record(seq, kind, ts, run_id, name, value, step, epoch, attrs or {})
 
 
 class FakeExporter:
@@ -168,13 +153,19 @@ def test_points_keep_their_own_timestamps_and_step_and_epoch_are_gauges() -> Non
     exporter = OtlpExporter(metrics=metrics)
     split = {"split": "val"}
     records = [
-        _record(1, Kind.GAUGE, "val/loss", 0.5, ts=TS, step=10, epoch=0, attrs=split),
-        _record(2, Kind.GAUGE, "val/acc", 0.7, ts=TS, step=10, epoch=0, attrs=split),
-        _record(3, Kind.GAUGE, "val/loss", 0.4, ts=TS + 1_000_001, step=20, epoch=1, attrs=split),
-        _record(4, Kind.GAUGE, "epoch_duration_seconds", 12.5, ts=TS + 2_000_003, step=20, epoch=1),
-        _record(5, Kind.EVENT, HEARTBEAT, (TS + 3) / 1e9, ts=TS + 3_000_000),
-        _record(6, Kind.GAUGE, "val/loss", 0.3, ts=TS + SECOND, step=30, epoch=1, attrs=split),
-        _record(7, Kind.GAUGE, "val/loss", 0.2, ts=TS + SECOND + 1, step=31, epoch=1, attrs=split),
+        make_record(1, Kind.GAUGE, "val/loss", 0.5, ts=TS, step=10, epoch=0, attrs=split),
+        make_record(2, Kind.GAUGE, "val/acc", 0.7, ts=TS, step=10, epoch=0, attrs=split),
+        make_record(
+            3, Kind.GAUGE, "val/loss", 0.4, ts=TS + 1_000_001, step=20, epoch=1, attrs=split
+        ),
+        make_record(
+            4, Kind.GAUGE, "epoch_duration_seconds", 12.5, ts=TS + 2_000_003, step=20, epoch=1
+        ),
+        make_record(5, Kind.EVENT, HEARTBEAT, (TS + 3) / 1e9, ts=TS + 3_000_000),
+        make_record(6, Kind.GAUGE, "val/loss", 0.3, ts=TS + SECOND, step=30, epoch=1, attrs=split),
+        make_record(
+            7, Kind.GAUGE, "val/loss", 0.2, ts=TS + SECOND + 1, step=31, epoch=1, attrs=split
+        ),
     ]
     assert exporter.export(Batch(records, {"r1": RUN})) is ExportResult.SUCCESS
     (data,) = metrics.calls
@@ -213,9 +204,9 @@ def test_step_and_epoch_points_go_on_from_the_last_acknowledged_batch() -> None:
     ms = 1_000_000
     first = Batch(
         [
-            _record(1, Kind.GAUGE, "loss", 1.0, ts=TS, step=1, epoch=0),
+            make_record(1, Kind.GAUGE, "loss", 1.0, ts=TS, step=1, epoch=0),
             # a new epoch within the same millisecond: Prometheus would refuse a second value
-            _record(2, Kind.GAUGE, "epoch_duration_seconds", 9.0, ts=TS + 1, step=1, epoch=1),
+            make_record(2, Kind.GAUGE, "epoch_duration_seconds", 9.0, ts=TS + 1, step=1, epoch=1),
         ],
         {"r1": RUN},
     )
@@ -227,8 +218,8 @@ def test_step_and_epoch_points_go_on_from_the_last_acknowledged_batch() -> None:
         assert [(p.time_unix_nano, p.value) for p in points[STEP_METRIC]] == [(TS, 1)]
     second = Batch(
         [
-            _record(3, Kind.GAUGE, "loss", 0.9, ts=TS + ms, step=2, epoch=1),
-            _record(4, Kind.GAUGE, "loss", 0.8, ts=TS + 2 * ms, step=3, epoch=1),
+            make_record(3, Kind.GAUGE, "loss", 0.9, ts=TS + ms, step=2, epoch=1),
+            make_record(4, Kind.GAUGE, "loss", 0.8, ts=TS + 2 * ms, step=3, epoch=1),
         ],
         {"r1": RUN},
     )
@@ -244,7 +235,7 @@ def test_service_name_and_resource_attributes_from_the_environment_win(
     monkeypatch.setenv("OTEL_SERVICE_NAME", "trainer")
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci")
     metrics = FakeExporter()
-    OtlpExporter(metrics=metrics).export(Batch([_record(1, Kind.GAUGE, "x", 1.0)], {"r1": RUN}))
+    OtlpExporter(metrics=metrics).export(Batch([make_record(1, Kind.GAUGE, "x", 1.0)], {"r1": RUN}))
     resource = dict(metrics.calls[0].resource_metrics[0].resource.attributes)
     assert resource["service.name"] == "trainer"
     assert resource["deployment.environment"] == "ci"
@@ -256,10 +247,10 @@ def test_counters_and_histograms_are_cumulative_and_move_only_on_acknowledgement
     exporter = OtlpExporter(metrics=metrics)
     batch = Batch(
         [
-            _record(1, Kind.COUNTER, "samples_total", 5.0, ts=TS),
-            _record(2, Kind.COUNTER, "samples_total", 3.0, ts=TS + 10),
-            _record(3, Kind.HISTOGRAM, "latency_seconds", 0.02, ts=TS + 20),
-            _record(4, Kind.HISTOGRAM, "latency_seconds", 3.0, ts=TS + 30),
+            make_record(1, Kind.COUNTER, "samples_total", 5.0, ts=TS),
+            make_record(2, Kind.COUNTER, "samples_total", 3.0, ts=TS + 10),
+            make_record(3, Kind.HISTOGRAM, "latency_seconds", 0.02, ts=TS + 20),
+            make_record(4, Kind.HISTOGRAM, "latency_seconds", 3.0, ts=TS + 30),
         ],
         {"r1": RUN},
     )
@@ -276,7 +267,7 @@ def test_counters_and_histograms_are_cumulative_and_move_only_on_acknowledgement
         (hist,) = points["latency_seconds"]
         assert (hist.count, hist.sum, hist.min, hist.max) == (2, 3.02, 0.02, 3.0)
         assert sum(hist.bucket_counts) == 2 and hist.explicit_bounds[0] == 0.005
-    later = Batch([_record(5, Kind.COUNTER, "samples_total", 2.0, ts=TS + 40)], {"r1": RUN})
+    later = Batch([make_record(5, Kind.COUNTER, "samples_total", 2.0, ts=TS + 40)], {"r1": RUN})
     assert exporter.export(later) is ExportResult.SUCCESS
     assert [p.value for p in _points(metrics.calls[-1])["samples_total"]] == [10.0]
 
@@ -288,17 +279,17 @@ def test_a_signal_already_delivered_is_not_sent_again_when_another_failed() -> N
     exporter = OtlpExporter(metrics=metrics, traces=traces, logs=logs)
     span = {"trace_id": TRACE, "span_id": SPAN, "status": "ok", "span_kind": "step", "rank": 0}
     records = [
-        _record(1, Kind.GAUGE, "loss", 1.0),
-        _record(2, Kind.SPAN, "fwd", 0.25, attrs=span),
-        _record(3, Kind.LOG, "user", 20.0, attrs={"message": "hi", "level": "INFO"}),
+        make_record(1, Kind.GAUGE, "loss", 1.0),
+        make_record(2, Kind.SPAN, "fwd", 0.25, attrs=span),
+        make_record(3, Kind.LOG, "user", 20.0, attrs={"message": "hi", "level": "INFO"}),
     ]
     assert exporter.export(Batch(records, {"r1": RUN}, "a.db")) is ExportResult.FAILURE
-    grown = [*records, _record(4, Kind.GAUGE, "loss", 0.9, ts=TS + 1)]
+    grown = [*records, make_record(4, Kind.GAUGE, "loss", 0.9, ts=TS + 1)]
     assert exporter.export(Batch(grown, {"r1": RUN}, "a.db")) is ExportResult.SUCCESS
     assert len(traces.calls) == 1 and len(logs.calls) == 2
     assert [[p.value for p in _points(call)["loss"]] for call in metrics.calls] == [[1.0], [0.9]]
     # after a whole success, a new batch goes to every signal again
-    more = [_record(5, Kind.SPAN, "fwd", 0.1, attrs=span)]
+    more = [make_record(5, Kind.SPAN, "fwd", 0.1, attrs=span)]
     assert exporter.export(Batch(more, {"r1": RUN}, "a.db")) is ExportResult.SUCCESS
     assert len(traces.calls) == 2
 
@@ -332,10 +323,10 @@ def test_spans_and_logs_keep_ids_status_and_fields() -> None:
         "big": 2**70,
     }
     records = [
-        _record(1, Kind.SPAN, "train_step", 0.5, step=3, epoch=1, attrs=span_attrs),
-        _record(2, Kind.LOG, "trainer", 30.0, ts=TS + 5, step=3, attrs=log_attrs),
-        _record(3, Kind.EVENT, RUN_START, None, attrs={"run_name": "x", "params": {"lr": 0.1}}),
-        _record(4, Kind.EVENT, HEARTBEAT, 1.0),
+        make_record(1, Kind.SPAN, "train_step", 0.5, step=3, epoch=1, attrs=span_attrs),
+        make_record(2, Kind.LOG, "trainer", 30.0, ts=TS + 5, step=3, attrs=log_attrs),
+        make_record(3, Kind.EVENT, RUN_START, None, attrs={"run_name": "x", "params": {"lr": 0.1}}),
+        make_record(4, Kind.EVENT, HEARTBEAT, 1.0),
     ]
     assert exporter.export(Batch(records, {"r1": RUN})) is ExportResult.SUCCESS
     (span,) = traces.calls[0]
@@ -375,12 +366,12 @@ def test_bad_values_are_exported_or_left_out_never_raised() -> None:
     exporter = OtlpExporter(metrics=metrics, traces=traces)
     odd = {"split": None, "weird": {"deep": [1, "a"]}, "huge": 2**64, "seq": [1, "mixed"]}
     records = [
-        _record(1, Kind.GAUGE, "loss", math.nan, attrs=odd),
-        _record(2, Kind.GAUGE, "grad norm ∞", math.inf),
-        _record(3, Kind.GAUGE, "no value", None),
-        _record(4, Kind.SPAN, "no ids", 0.1, attrs={"trace_id": "zz"}),
-        _record(5, Kind.GAUGE, "orphan", 1.0, run_id="unknown-run"),
-        _record(6, Kind.GAUGE, "outside a run", 1.0, run_id=""),
+        make_record(1, Kind.GAUGE, "loss", math.nan, attrs=odd),
+        make_record(2, Kind.GAUGE, "grad norm ∞", math.inf),
+        make_record(3, Kind.GAUGE, "no value", None),
+        make_record(4, Kind.SPAN, "no ids", 0.1, attrs={"trace_id": "zz"}),
+        make_record(5, Kind.GAUGE, "orphan", 1.0, run_id="unknown-run"),
+        make_record(6, Kind.GAUGE, "outside a run", 1.0, run_id=""),
     ]
     assert exporter.export(Batch(records, {"r1": RUN})) is ExportResult.SUCCESS
     points = _points(metrics.calls[0])
@@ -485,7 +476,7 @@ def test_metrics_reach_prometheus_through_vmagent_with_their_own_timestamps(
     # a batch offered again (an acknowledgement lost on the way) is stored once
     exporter = from_config(config.resolve({"otlp_endpoint": agent.url + "/opentelemetry"}))
     now = time.time_ns()
-    points = [_record(i + 1, Kind.GAUGE, "resent", i, ts=now + i * 10**6) for i in range(3)]
+    points = [make_record(i + 1, Kind.GAUGE, "resent", i, ts=now + i * 10**6) for i in range(3)]
     batch = Batch(points, {"r1": RUN})
     assert exporter.export(batch) is ExportResult.SUCCESS
     assert exporter.export(batch) is ExportResult.SUCCESS
@@ -628,7 +619,7 @@ def test_a_malformed_request_refusal_is_counted_and_passed_over_other_failures_r
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
     endpoint = standin.grpc_endpoint if protocol == "grpc" else standin.http_endpoint
     exporter = from_config(config.resolve({"otlp_endpoint": endpoint, "otlp_protocol": protocol}))
-    batch = Batch([_record(1, Kind.GAUGE, "loss", 1.0)], {"r1": RUN})
+    batch = Batch([make_record(1, Kind.GAUGE, "loss", 1.0)], {"r1": RUN})
     try:
         standin.fail_with = 14 if protocol == "grpc" else 503  # unavailable: try again later
         assert exporter.export(batch) is ExportResult.FAILURE
@@ -637,7 +628,7 @@ def test_a_malformed_request_refusal_is_counted_and_passed_over_other_failures_r
         assert exporter.export(batch) is ExportResult.SUCCESS
         assert safety.self_metrics.get(WRITES_REJECTED, "otlp") == 1
         standin.fail_with = None
-        later = Batch([_record(2, Kind.GAUGE, "loss", 0.5, ts=TS + 1)], {"r1": RUN})
+        later = Batch([make_record(2, Kind.GAUGE, "loss", 0.5, ts=TS + 1)], {"r1": RUN})
         assert exporter.export(later) is ExportResult.SUCCESS
         (received,) = standin.requests("metrics")
         (metric,) = [m for _, m in _signal_items([received], "metrics") if m.name == "loss"]
@@ -648,7 +639,7 @@ def test_a_malformed_request_refusal_is_counted_and_passed_over_other_failures_r
 
 def test_a_forked_child_ships_through_connections_of_its_own(standin: OtlpStandin) -> None:
     exporter = from_config(config.resolve({"otlp_endpoint": standin.http_endpoint}))
-    batch = Batch([_record(1, Kind.GAUGE, "from_parent", 1.0)], {"r1": RUN})
+    batch = Batch([make_record(1, Kind.GAUGE, "from_parent", 1.0)], {"r1": RUN})
     assert exporter.export(batch) is ExportResult.SUCCESS  # a pooled keep-alive connection
     parent_metrics = exporter.metrics
     with exporter._lock:  # as if the parent's shipper were exporting when the child forks
@@ -656,7 +647,7 @@ def test_a_forked_child_ships_through_connections_of_its_own(standin: OtlpStandi
         if pid == 0:  # the child: no pytest machinery from here on, only an exit code
             code = 1
             try:
-                child = Batch([_record(1, Kind.GAUGE, "from_child", 2.0)], {"r1": RUN}, "c.db")
+                child = Batch([make_record(1, Kind.GAUGE, "from_child", 2.0)], {"r1": RUN}, "c.db")
                 if exporter.metrics is not parent_metrics:
                     code = 0 if exporter.export(child) is ExportResult.SUCCESS else 2
             finally:

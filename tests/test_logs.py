@@ -7,7 +7,6 @@ import dataclasses
 import io
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,19 +14,10 @@ from typing import Any
 import pytest
 
 import mlobs
-from mlobs import runtime, safety
+from mlobs import runtime
 from mlobs.export.memory import InMemoryExporter
 from mlobs.logs import REDACTED, JsonFormatter, SpoolHandler
 from mlobs.testing import capture_logs, recording
-
-_LAUNCHER_VARS = (
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "SLURM_PROCID",
-    "SLURM_LOCALID",
-    "SLURM_NTASKS",
-)
 
 # Secrets that only the key names them as such: the values look harmless on their own.
 KEYED_SECRETS = {
@@ -54,15 +44,8 @@ HARMLESS = {"tokens_per_second": 1234.5, "max_tokens": 512, "author": "alice", "
 
 
 @pytest.fixture(autouse=True)
-def _mlobs_isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("MLOBS_") or name in _LAUNCHER_VARS:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("MLOBS_GIT", "0")
-    yield
-    mlobs.shutdown()
-    runtime.forget_configuration()
-    safety.set_strict(False)
+def _no_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOBS_GIT", "0")  # conftest's isolation does the rest
 
 
 @pytest.fixture

@@ -24,25 +24,6 @@ from mlobs.spool.store import HEARTBEAT, RUN_START, RunInfo, spool_files
 
 from .spool_util import metric_values, read_all
 
-_LAUNCHER_VARS = (
-    "SLURM_PROCID",
-    "SLURM_LOCALID",
-    "SLURM_NTASKS",
-    "OMPI_COMM_WORLD_RANK",
-    "OMPI_COMM_WORLD_LOCAL_RANK",
-    "OMPI_COMM_WORLD_SIZE",
-    "PMI_RANK",
-    "PMI_SIZE",
-)
-
-
-@pytest.fixture(autouse=True)
-def _single_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    # conftest clears MLOBS_*, RANK, LOCAL_RANK and WORLD_SIZE; a test run inside a SLURM or MPI
-    # allocation must not make these tests a non-main rank either.
-    for name in _LAUNCHER_VARS:
-        monkeypatch.delenv(name, raising=False)
-
 
 class DataLoaderCrash(RuntimeError):
     pass

@@ -3,33 +3,21 @@ OpenTelemetry context, and the per-epoch duration and throughput metrics."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 import mlobs
-from mlobs import runtime, safety
 from mlobs.export.memory import InMemoryExporter
 from mlobs.record.types import Record
 from mlobs.testing import recording
 
-_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_LOCALID")
-
 
 @pytest.fixture(autouse=True)
-def _mlobs_isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("MLOBS_") or name in _LAUNCHER_VARS:
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("MLOBS_GIT", "0")
-    yield
-    mlobs.shutdown()
-    runtime.forget_configuration()
-    safety.set_strict(False)
+def _no_git(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOBS_GIT", "0")  # conftest's isolation does the rest
 
 
 def _of_kind(sink: InMemoryExporter, kind: str) -> list[Record]:

@@ -248,3 +248,13 @@ def _poll(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: condition not met after {timeout:.0f} s; last: {result}")
         time.sleep(0.2)
+
+
+def prom_query(url: str, promql: str, server: str) -> list[dict[str, Any]]:
+    """An instant query through the Prometheus HTTP API (Prometheus and VictoriaMetrics alike);
+    returns ``data.result``."""
+    data = _get_json(url + "/api/v1/query", {"query": promql})
+    if data.get("status") != "success":
+        raise BackendError(f"{server} query {promql!r}: {data}")
+    result: list[dict[str, Any]] = data["data"]["result"]
+    return result

@@ -8,7 +8,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import HOST, BackendError, Server, _get_json, _poll, find_binary, free_port, http
+from .base import (
+    HOST,
+    BackendError,
+    Server,
+    _get_json,
+    _poll,
+    find_binary,
+    free_port,
+    http,
+    prom_query,
+)
 
 # --- Prometheus, Pushgateway ---------------------------------------------------------------------
 
@@ -111,11 +121,7 @@ class PrometheusServer(Server):
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Instant query; returns ``data.result`` (a list for vector results)."""
-        data = _get_json(self.url + "/api/v1/query", {"query": promql})
-        if data.get("status") != "success":
-            raise BackendError(f"prometheus query {promql!r}: {data}")
-        result: list[dict[str, Any]] = data["data"]["result"]
-        return result
+        return prom_query(self.url, promql, "prometheus")
 
     def wait_for(
         self,

@@ -10,7 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .base import HOST, BackendError, Server, _get_json, _poll, find_binary, free_port, http
+from .base import (
+    HOST,
+    BackendError,
+    Server,
+    _poll,
+    find_binary,
+    free_port,
+    http,
+    prom_query,
+)
 
 # --- VictoriaMetrics ------------------------------------------------------------------------------
 
@@ -47,11 +56,7 @@ class VictoriaMetricsServer(Server):
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """Instant query (``/api/v1/query``); returns ``data.result``."""
-        data = _get_json(self.url + "/api/v1/query", {"query": promql})
-        if data.get("status") != "success":
-            raise BackendError(f"victoria-metrics query {promql!r}: {data}")
-        result: list[dict[str, Any]] = data["data"]["result"]
-        return result
+        return prom_query(self.url, promql, "victoria-metrics")
 
     def wait_for(
         self,
