@@ -42,6 +42,15 @@ MLOBS_EXPERIMENT = "MLOBS_EXPERIMENT"
 """Experiment name recorded with each run. Default ``default``."""
 MLOBS_GIT = "MLOBS_GIT"
 """``0`` skips looking up the git commit of the working directory."""
+MLOBS_GPU = "MLOBS_GPU"
+"""GPU sampling in runs: ``auto`` (default: on when NVML finds a GPU), ``off``, or ``all`` for
+every GPU on the host instead of only those in ``CUDA_VISIBLE_DEVICES``."""
+MLOBS_GPU_INTERVAL = "MLOBS_GPU_INTERVAL"
+"""Seconds between GPU samples inside a run. Default 5."""
+MLOBS_ENERGY_PRICE_PER_KWH = "MLOBS_ENERGY_PRICE_PER_KWH"
+"""Price of one kWh, for the energy cost of each epoch and run. Unset: no cost metric."""
+MLOBS_GRID_INTENSITY_G_PER_KWH = "MLOBS_GRID_INTENSITY_G_PER_KWH"
+"""Grams of CO2-equivalent per kWh of the grid, for emissions per epoch and run. Unset: none."""
 
 # Sinks: setting the first variable of a sink turns it on.
 MLOBS_PROMETHEUS_PORT = "MLOBS_PROMETHEUS_PORT"
@@ -141,6 +150,22 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _gpu_mode(raw: str) -> str:
+    mode = raw.strip().lower()
+    aliases = {"1": "auto", "true": "auto", "on": "auto", "0": "off", "false": "off", "no": "off"}
+    mode = aliases.get(mode, mode)
+    if mode not in ("auto", "off", "all"):
+        raise ValueError(f"not a GPU mode (auto, off, all): {raw!r}")
+    return mode
+
+
+def _non_negative(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be a finite number >= 0: {raw!r}")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     field: str
@@ -168,6 +193,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("run_id", MLOBS_RUN_ID, None, _text),
     Setting("experiment", MLOBS_EXPERIMENT, "default", _text),
     Setting("git", MLOBS_GIT, True, _parse_bool),
+    Setting("gpu", MLOBS_GPU, "auto", _gpu_mode),
+    Setting("gpu_interval", MLOBS_GPU_INTERVAL, 5.0, _interval),
+    Setting("energy_price_per_kwh", MLOBS_ENERGY_PRICE_PER_KWH, None, _non_negative),
+    Setting("grid_intensity_g_per_kwh", MLOBS_GRID_INTENSITY_G_PER_KWH, None, _non_negative),
     Setting("prometheus_port", MLOBS_PROMETHEUS_PORT, None, _port),
     Setting("prometheus_addr", MLOBS_PROMETHEUS_ADDR, "127.0.0.1", _text),
     Setting("prometheus_certfile", MLOBS_PROMETHEUS_CERTFILE, None, _text),
@@ -210,6 +239,10 @@ class Config:
     run_id: str | None = None
     experiment: str = "default"
     git: bool = True
+    gpu: str = "auto"
+    gpu_interval: float = 5.0
+    energy_price_per_kwh: float | None = None
+    grid_intensity_g_per_kwh: float | None = None
     prometheus_port: int | None = None
     prometheus_addr: str = "127.0.0.1"
     prometheus_certfile: str | None = None

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlobs import safety
 from mlobs.config import Config, resolve
@@ -28,6 +28,9 @@ from mlobs.record.recorder import Recorder
 from mlobs.record.types import Kind
 from mlobs.spool.flusher import Flusher
 from mlobs.spool.store import HEARTBEAT, Spool, spool_filename
+
+if TYPE_CHECKING:
+    from mlobs.gpu.monitor import RunGpuMonitor
 
 logger = logging.getLogger("mlobs")
 
@@ -59,6 +62,19 @@ class Runtime:
         self.log_handler: logging.Handler | None = None
         self.no_run = ActiveRun("", "", self.recorder, records_metrics=self.records_metrics)
         """Where ``mlobs.log`` outside any run records (with an empty run id)."""
+        self._gpu: RunGpuMonitor | None = None
+
+    def gpu(self) -> RunGpuMonitor:
+        """GPU sampling for runs, imported on first use (NVML is not needed to import mlobs)."""
+        if self._gpu is None:
+            from mlobs.gpu.monitor import RunGpuMonitor
+
+            self._gpu = RunGpuMonitor(self)
+        return self._gpu
+
+    def gpu_if_started(self) -> RunGpuMonitor | None:
+        """GPU sampling for runs, if a run has asked for it (so epochs never import it)."""
+        return self._gpu
 
     def _open_spool(self) -> Spool:
         directory = Path(self.config.dir)
@@ -164,6 +180,8 @@ class Runtime:
 
             uninstall(self.log_handler)
             self.log_handler = None
+        if self._gpu is not None:
+            self._gpu.stop()
         self.flusher.stop(timeout=max(0.1, deadline - time.monotonic()))
         for shipper in self.shippers:
             shipper.stop(timeout=max(0.1, deadline - time.monotonic()))
@@ -175,6 +193,8 @@ class Runtime:
         self.recorder.after_fork_in_child()
         self._runs_lock = threading.Lock()
         self.rank = rank_info()
+        if self._gpu is not None:
+            self._gpu.forget_after_fork()
         self.spool = self._open_spool()
         self.flusher.spool = self.spool
         self.flusher.after_fork_in_child()

@@ -300,3 +300,132 @@ def test_running_processes(fake_nvml: FakeNvml) -> None:
     fake_nvml.update_device(0, processes=procs[:1])
     assert [p.pid for p in n.nvmlDeviceGetComputeRunningProcesses(h0)] == [100]
     assert n.nvmlDeviceGetIndex(n.nvmlDeviceGetHandleByUUID(device(1)["uuid"])) == 1
+
+
+def test_memory_temperature_through_field_values(fake_nvml: FakeNvml) -> None:
+    mig = [{"uuid": "MIG-aaaaaaaa-0000-5000-8000-000000000000"}]
+    fake_nvml.write({"devices": [device(0, mem_temp=52, mig=mig), device(1)]})
+    n = fake_nvml.load_in_process()
+    n.nvmlInit()
+    h0, h1 = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(1)
+    unknown_field = 9999
+    temp, unknown = n.nvmlDeviceGetFieldValues(h0, [n.NVML_FI_DEV_MEMORY_TEMP, unknown_field])
+    assert temp.fieldId == n.NVML_FI_DEV_MEMORY_TEMP
+    assert temp.nvmlReturn == n.NVML_SUCCESS
+    assert temp.valueType == n.NVML_VALUE_TYPE_UNSIGNED_INT
+    assert temp.value.uiVal == 52
+    assert temp.timestamp > 0
+    assert unknown.fieldId == unknown_field
+    assert unknown.nvmlReturn == n.NVML_ERROR_NOT_SUPPORTED
+    fake_nvml.update_device(0, mem_temp=61)
+    (temp,) = n.nvmlDeviceGetFieldValues(h0, [n.NVML_FI_DEV_MEMORY_TEMP])
+    assert temp.value.uiVal == 61
+    # No sensor configured: the entry says NOT_SUPPORTED, the call itself succeeds.
+    (temp,) = n.nvmlDeviceGetFieldValues(h1, [n.NVML_FI_DEV_MEMORY_TEMP])
+    assert temp.nvmlReturn == n.NVML_ERROR_NOT_SUPPORTED
+    # MIG device handles answer no device fields.
+    m0 = n.nvmlDeviceGetMigDeviceHandleByIndex(h0, 0)
+    (temp,) = n.nvmlDeviceGetFieldValues(m0, [n.NVML_FI_DEV_MEMORY_TEMP])
+    assert temp.nvmlReturn == n.NVML_ERROR_NOT_SUPPORTED
+
+
+def test_field_values_honour_not_supported_and_lost(fake_nvml: FakeNvml) -> None:
+    fake_nvml.write(
+        {
+            "devices": [
+                device(0, mem_temp=50, not_supported=["nvmlDeviceGetFieldValues"]),
+                device(1, mem_temp=51),
+            ]
+        }
+    )
+    n = fake_nvml.load_in_process()
+    n.nvmlInit()
+    h0, h1 = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(1)
+    with pytest.raises(n.NVMLError_NotSupported):
+        n.nvmlDeviceGetFieldValues(h0, [n.NVML_FI_DEV_MEMORY_TEMP])
+    assert n.nvmlDeviceGetFieldValues(h1, [n.NVML_FI_DEV_MEMORY_TEMP])[0].value.uiVal == 51
+    fake_nvml.update_device(1, lost=True)
+    with pytest.raises(n.NVMLError_GpuIsLost):
+        n.nvmlDeviceGetFieldValues(h1, [n.NVML_FI_DEV_MEMORY_TEMP])
+
+
+MIG_PAIR = [
+    {"uuid": "MIG-bbbbbbbb-0000-5000-8000-000000000000", "util": 40},
+    {"uuid": "MIG-bbbbbbbb-0000-5000-8000-000000000001", "util": 70},
+]
+
+
+def gpm_metrics(n: Any, sample1: Any, sample2: Any, *metric_ids: int) -> list[tuple[int, float]]:
+    """(nvmlReturn, value) per metric, through pynvml's own struct and wrapper."""
+    request = n.c_nvmlGpmMetricsGet_t()
+    request.version = n.NVML_GPM_METRICS_GET_VERSION
+    request.numMetrics = len(metric_ids)
+    request.sample1 = sample1
+    request.sample2 = sample2
+    for i, metric_id in enumerate(metric_ids):
+        request.metrics[i].metricId = metric_id
+    n.nvmlGpmMetricsGet(request)
+    return [(m.nvmlReturn, m.value) for m in request.metrics[: len(metric_ids)]]
+
+
+def test_gpm_support_query(fake_nvml: FakeNvml) -> None:
+    fake_nvml.write({"devices": [device(0, gpm=True, mig=MIG_PAIR), device(1)]})
+    n = fake_nvml.load_in_process()
+    n.nvmlInit()
+    h0, h1 = n.nvmlDeviceGetHandleByIndex(0), n.nvmlDeviceGetHandleByIndex(1)
+    assert n.nvmlGpmQueryDeviceSupport(h0).isSupportedDevice == 1
+    assert n.nvmlGpmQueryDeviceSupport(h1).isSupportedDevice == 0
+    m1 = n.nvmlDeviceGetMigDeviceHandleByIndex(h0, 1)
+    assert n.nvmlGpmQueryDeviceSupport(m1).isSupportedDevice == 1
+
+
+def test_gpm_mig_sample_pair_reports_configured_utilization(fake_nvml: FakeNvml) -> None:
+    fake_nvml.write({"devices": [device(0, gpm=True, util_gpu=33, mig=MIG_PAIR)]})
+    n = fake_nvml.load_in_process()
+    n.nvmlInit()
+    h0 = n.nvmlDeviceGetHandleByIndex(0)
+    s1, s2 = n.nvmlGpmSampleAlloc(), n.nvmlGpmSampleAlloc()
+    assert fake_nvml.gpm_samples_in_use() == 2
+    n.nvmlGpmMigSampleGet(h0, 1, s1)
+    n.nvmlGpmMigSampleGet(h0, 1, s2)
+    graphics, sm, dram = n.NVML_GPM_METRIC_GRAPHICS_UTIL, n.NVML_GPM_METRIC_SM_UTIL, 10
+    assert gpm_metrics(n, s1, s2, graphics, sm, dram) == [
+        (n.NVML_SUCCESS, 70.0),
+        (n.NVML_SUCCESS, 70.0),
+        (n.NVML_ERROR_NOT_SUPPORTED, 0.0),
+    ]
+    # The later sample carries the value configured when it was taken.
+    mig = [dict(MIG_PAIR[0], util=15), MIG_PAIR[1]]
+    fake_nvml.update_device(0, mig=mig)
+    n.nvmlGpmMigSampleGet(h0, 0, s1)
+    n.nvmlGpmMigSampleGet(h0, 0, s2)
+    assert gpm_metrics(n, s1, s2, graphics) == [(n.NVML_SUCCESS, 15.0)]
+    # Samples of different instances, or of an instance and the whole GPU, do not pair.
+    n.nvmlGpmMigSampleGet(h0, 1, s2)
+    with pytest.raises(n.NVMLError_InvalidArgument):
+        gpm_metrics(n, s1, s2, graphics)
+    n.nvmlGpmSampleGet(h0, s1)
+    with pytest.raises(n.NVMLError_InvalidArgument):
+        gpm_metrics(n, s1, s2, graphics)
+    n.nvmlGpmSampleGet(h0, s2)
+    assert gpm_metrics(n, s1, s2, graphics) == [(n.NVML_SUCCESS, 33.0)]
+    with pytest.raises(n.NVMLError_NotFound):
+        n.nvmlGpmMigSampleGet(h0, 2, s1)
+    n.nvmlGpmSampleFree(s1)
+    n.nvmlGpmSampleFree(s2)
+    assert fake_nvml.gpm_samples_in_use() == 0
+    with pytest.raises(n.NVMLError_InvalidArgument):
+        n.nvmlGpmSampleFree(s1)
+
+
+def test_gpm_on_an_unsupported_device_is_not_supported(fake_nvml: FakeNvml) -> None:
+    fake_nvml.write({"devices": [device(0, mig=MIG_PAIR)]})
+    n = fake_nvml.load_in_process()
+    n.nvmlInit()
+    h0 = n.nvmlDeviceGetHandleByIndex(0)
+    sample = n.nvmlGpmSampleAlloc()
+    with pytest.raises(n.NVMLError_NotSupported):
+        n.nvmlGpmMigSampleGet(h0, 0, sample)
+    with pytest.raises(n.NVMLError_NotSupported):
+        n.nvmlGpmSampleGet(h0, sample)
+    n.nvmlGpmSampleFree(sample)

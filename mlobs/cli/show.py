@@ -34,6 +34,7 @@ def show_cmd(ctx: click.Context, run: str, as_json: bool) -> None:
             out.print()
             out.print(render.table(["name", "value"], _flat_items(values), title=title))
     _print_epochs(out, summary)
+    _print_gpus(out, summary)
     _print_steps(out, summary)
     _print_errors(out, summary)
 
@@ -56,6 +57,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
     ]
     out["errors"] = [asdict(p) for p in summary.errors]
     out["record_counts"] = summary.counts
+    out["gpus"] = {gpu: stats.as_dict() for gpu, stats in sorted(summary.gpus.items())}
     return out
 
 
@@ -130,6 +132,36 @@ def _print_epochs(out: Console, summary: RunSummary) -> None:
                 title="other metrics (outside epochs)",
             )
         )
+
+
+def _print_gpus(out: Console, summary: RunSummary) -> None:
+    if not summary.gpus:
+        return
+    rows: list[list[render.Cell]] = []
+    for gpu, stats in sorted(summary.gpus.items()):
+        facts = stats.as_dict()
+        memory = facts["memory_used_max_bytes"]
+        rows.append(
+            [
+                gpu,
+                stats.model,
+                render.number(facts["utilization_mean"]),
+                render.number(memory / 2**30 if memory else None),
+                render.number(facts["power_mean_watts"]),
+                render.number(facts["temperature_max_celsius"]),
+                Text("lost", style="red") if stats.failed else "ok",
+            ]
+        )
+    headers = ["gpu", "model", "mean util", "peak mem GiB", "mean W", "max °C", "status"]
+    out.print()
+    out.print(
+        render.table(
+            headers,
+            rows,
+            title="GPUs (energy per epoch is in the epochs table)",
+            numeric=headers[2:6],
+        )
+    )
 
 
 def _print_steps(out: Console, summary: RunSummary) -> None:

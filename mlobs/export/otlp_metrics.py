@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlobs import safety
 from mlobs.export.otlp_resource import Resources, mlobs_scope, put
+from mlobs.gpu.names import METRICS as GPU_METRICS
+from mlobs.gpu.names import otel_attributes as gpu_otel_attributes
 from mlobs.record.types import Kind, Record
 from mlobs.spool.store import HEARTBEAT, RunInfo
 
@@ -121,7 +123,7 @@ class MetricsBuilder:
         gauges: dict[str, dict[str, list[NumberDataPoint]]] = {}
         state: dict[SeriesKey, Cumulative] = {}
         touched: dict[SeriesKey, tuple[int, Mapping[str, Any]]] = {}
-        point_attrs: dict[tuple[int, str], Mapping[str, Any]] = {}
+        point_attrs: dict[tuple[int, str, str], Mapping[str, Any]] = {}
         run_attrs: dict[str, Mapping[str, Any]] = {}
 
         def attrs_of(record: Record) -> Mapping[str, Any]:
@@ -130,12 +132,15 @@ class MetricsBuilder:
                 base = run_attrs[record.run_id] = _run_point_attrs(record.run_id, runs)
             if not record.attrs:
                 return base
-            # records that shared an attribute dict when recorded share it again
-            key = (id(record.attrs), record.run_id)
+            # records that shared an attribute dict when recorded share it again (a GPU
+            # record's attributes depend on its metric too)
+            gpu = record.name in GPU_METRICS
+            key = (id(record.attrs), record.run_id, record.name if gpu else "")
             found = point_attrs.get(key)
             if found is None:
                 merged: dict[str, Any] = {}
-                for name, value in record.attrs.items():
+                attrs = gpu_otel_attributes(record.name, record.attrs) if gpu else record.attrs
+                for name, value in attrs.items():
                     put(merged, name, value)
                 merged.update(base)
                 found = point_attrs[key] = merged
@@ -194,10 +199,14 @@ class MetricsBuilder:
 
         by_run: dict[str, list[Metric]] = {}
         for run_id, series in gauges.items():
-            metrics = by_run.setdefault(run_id, [])
+            # several records may share an OTel name (GPU utilization by task): one metric each
+            merged_points: dict[tuple[str, str], list[NumberDataPoint]] = {}
             for name, points in series.items():
-                otel_name, unit = self._name(name)
-                metrics.append(Metric(otel_name, "", unit, Gauge(points)))
+                merged_points.setdefault(self._name(name), []).extend(points)
+            by_run[run_id] = [
+                Metric(otel_name, "", unit, Gauge(points))
+                for (otel_name, unit), points in merged_points.items()
+            ]
         sums: dict[tuple[str, str], list[NumberDataPoint]] = {}
         hists: dict[tuple[str, str], list[HistogramDataPoint]] = {}
         for key, (last_ts, series_attrs) in touched.items():
@@ -210,8 +219,10 @@ class MetricsBuilder:
                 hpoint = _histogram_point(acc, series_attrs, last_ts)
                 hists.setdefault((run_id, name), []).append(hpoint)
         cumulative = AggregationTemporality.CUMULATIVE
+        merged_sums: dict[tuple[str, str, str], list[NumberDataPoint]] = {}
         for (run_id, name), points in sums.items():
-            otel_name, unit = self._name(name)
+            merged_sums.setdefault((run_id, *self._name(name)), []).extend(points)
+        for (run_id, otel_name, unit), points in merged_sums.items():
             data = Sum(points, cumulative, True)
             by_run.setdefault(run_id, []).append(Metric(otel_name, "", unit, data))
         for (run_id, name), hpoints in hists.items():
@@ -232,7 +243,11 @@ class MetricsBuilder:
     def _name(self, name: str) -> tuple[str, str]:
         found = self._names.get(name)
         if found is None:
-            found = self._names[name] = (metric_name(name), metric_unit(name))
+            gpu = GPU_METRICS.get(name)
+            if gpu is not None:
+                found = self._names[name] = (gpu.otel_name, gpu.otel_unit)
+            else:
+                found = self._names[name] = (metric_name(name), metric_unit(name))
         return found
 
     def _accumulate(

@@ -23,6 +23,7 @@ import threading
 
 from mlobs import safety
 from mlobs.export.shipper import CIRCUIT_OPENED, EXPORT_FAILURES, EXPORTED
+from mlobs.gpu.names import METRICS as GPU_METRICS
 
 PREFIX = "mlobs_"
 
@@ -187,6 +188,8 @@ class NameTable:
             self._claim(family, kind)
         for family in SELF_COUNTERS:
             self._claim(family, "counter")
+        for family, metric in GPU_METRICS.items():
+            self._claim(family, metric.kind)
 
     def reserve(self, family: str, kind: str) -> None:
         """Keep ``family`` (one of mlobs' own names, of type ``kind``) away from user metrics."""

@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 from mlobs import safety
 from mlobs.export import prom_names as pn
 from mlobs.export.base import Batch
+from mlobs.gpu.names import METRICS as GPU_METRICS
 from mlobs.record.types import Kind, Record
 from mlobs.spool.store import HEARTBEAT, RUN_END, RUN_START, RunInfo
 
@@ -173,6 +174,11 @@ class PromState:
     def _family(self, name: str, kind: Kind) -> str:
         """The family of a user metric; cached per kind (this runs for every point)."""
         type_name, what = _USER_KINDS[kind]
+        gpu = GPU_METRICS.get(name)
+        if gpu is not None and gpu.kind == type_name:  # mlobs' own GPU series keep their names
+            self._help[name] = (type_name, "GPU: " + gpu.help)
+            self._families[kind][name] = name
+            return name
         family = self.names.family(name, type_name)
         if family not in self._help:
             self._help[family] = (type_name, f'{what} "{name}" recorded with mlobs.')

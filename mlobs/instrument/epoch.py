@@ -37,6 +37,9 @@ class Epoch:
         self._start_ns = 0
         self._t0 = 0.0
         self._span: tracing.CurrentSpan | None = None
+        self._energy_start_j: float | None = None
+        self.energy_j: float | None = None
+        """Joules the run's GPUs used in this epoch (``None`` without GPU sampling)."""
 
     def add_samples(self, count: int) -> None:
         """Count ``count`` more samples processed in this epoch."""
@@ -70,6 +73,9 @@ class Epoch:
             run.epoch = self.n
             run.last_epoch = max(run.last_epoch, self.n)
             self._start_span(run)
+            gpu = runtime.get().gpu_if_started()
+            if gpu is not None:
+                self._energy_start_j = gpu.energy_now(run)
         except safety.MlobsError:
             raise
         except Exception as exc:
@@ -125,6 +131,9 @@ class Epoch:
                             None,
                         )
                     )
+            gpu = runtime.get().gpu_if_started()
+            if gpu is not None and self._energy_start_j is not None:
+                self.energy_j = gpu.epoch_finished(run, self.n, self._energy_start_j)
             run.epoch = self._previous_epoch
             run.recorder.wake.set()
         except safety.MlobsError:

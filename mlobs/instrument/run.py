@@ -49,8 +49,10 @@ class Run:
         tags: Mapping[str, Any] | None = None,
         experiment: str | None = None,
         run_id: str | None = None,
+        gpu: bool | str | None = None,
     ) -> None:
         self.name = name
+        self.gpu = gpu
         self.model = split_name_version(model, model_version)
         self.dataset = split_name_version(dataset, dataset_version)
         self.params = dict(params or {})
@@ -153,6 +155,14 @@ class Run:
             raise
         except Exception as exc:
             safety.report("run.start", exc)
+            return
+        if self.gpu is not False:
+            try:
+                rt.gpu().attach(active, self.gpu)
+            except safety.MlobsError:
+                raise
+            except Exception as exc:
+                safety.report("run.gpu", exc)
 
     def _finish(self, scope: _Scope, exc: BaseException | None) -> None:
         active = scope.active
@@ -167,6 +177,9 @@ class Run:
             if scope.run_token is not None:
                 current_run.reset(scope.run_token)
             rt = runtime.get()
+            gpu = rt.gpu() if self.gpu is not False else None
+            if gpu is not None:
+                gpu.detach(active)
             rt.unregister_run(active)
             attrs: dict[str, Any] = {"status": status}
             if exc is not None and status == "failed":
@@ -209,6 +222,7 @@ def run(
     tags: Mapping[str, Any] | None = None,
     experiment: str | None = None,
     run_id: str | None = None,
+    gpu: bool | str | None = None,
 ) -> Run: ...
 def run(name: Any = None, **kwargs: Any) -> Any:
     """Start a run: ``@mlobs.run``, ``@mlobs.run(name=...)`` or ``with mlobs.run(...) as run``.
@@ -221,6 +235,9 @@ def run(name: Any = None, **kwargs: Any) -> Any:
         tags: free-form labels, stored once with the run (secrets redacted).
         experiment: groups runs; ``MLOBS_EXPERIMENT`` by default.
         run_id: reuse a run id (every rank of a distributed job); ``MLOBS_RUN_ID`` by default.
+        gpu: sample the GPUs this process can use (``CUDA_VISIBLE_DEVICES``) while the run is
+            active: on by default when NVML finds one (``MLOBS_GPU``); ``False`` turns it off,
+            ``"all"`` samples every GPU of the host.
 
     The run is ``finished`` when the body returns and ``failed`` (with the exception's type) when
     it raises; the exception itself propagates unchanged.

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from mlobs.gpu import names as gpu_names
 from mlobs.instrument.epoch import EPOCH_DURATION, EPOCH_THROUGHPUT
 from mlobs.record.types import METRIC_KINDS, Kind, Record
 from mlobs.spool.store import (
@@ -98,6 +99,47 @@ class Problem:
 
 
 @dataclass
+class GpuStats:
+    """One GPU's samples in a run, for ``mlobs show``: means and peaks, not every point."""
+
+    model: str = ""
+    utilization: list[float] = field(default_factory=list)
+    memory_used_max: float = 0.0
+    power: list[float] = field(default_factory=list)
+    temperature_max: float | None = None
+    failed: bool = False
+
+    def add(self, record: Record) -> None:
+        name, value = record.name, record.value
+        if value is None or value != value:
+            return
+        self.model = str(record.attrs.get("model", self.model))
+        if name == gpu_names.UTILIZATION:
+            self.utilization.append(value)
+        elif name == gpu_names.MEMORY_USED:
+            self.memory_used_max = max(self.memory_used_max, value)
+        elif name == gpu_names.POWER:
+            self.power.append(value)
+        elif name == gpu_names.TEMPERATURE and record.attrs.get("sensor") == "gpu":
+            self.temperature_max = max(self.temperature_max or value, value)
+        elif name == gpu_names.STATUS and record.attrs.get("state") == "failed" and value:
+            self.failed = True
+
+    def as_dict(self) -> dict[str, Any]:
+        def mean(values: list[float]) -> float | None:
+            return sum(values) / len(values) if values else None
+
+        return {
+            "model": self.model,
+            "utilization_mean": mean(self.utilization),
+            "memory_used_max_bytes": self.memory_used_max,
+            "power_mean_watts": mean(self.power),
+            "temperature_max_celsius": self.temperature_max,
+            "failed": self.failed,
+        }
+
+
+@dataclass
 class RunSummary:
     """Everything ``mlobs show`` says about a run, computed in one pass over its records."""
 
@@ -109,6 +151,8 @@ class RunSummary:
     errors: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     """Records of each kind (``gauge``, ``log``, ``span``...)."""
+    gpus: dict[str, GpuStats] = field(default_factory=dict)
+    """GPU samples by GPU (index, or ``index/MIG UUID``); kept out of the metric tables."""
 
     @property
     def epochs(self) -> list[int]:
@@ -282,7 +326,8 @@ class Catalog:
                 points += self.read(path, query, [])
             values = out[run_id] = {}
             for point in sorted(points, key=_ts):
-                _update(values, metric_key(point), point)
+                if point.name not in gpu_names.METRICS:  # per-GPU series: see mlobs show
+                    _update(values, metric_key(point), point)
         return out
 
     def summarize(self, run: RunInfo) -> RunSummary:
@@ -291,7 +336,10 @@ class Catalog:
         for record in self.records(run.run_id):
             kind = record.kind.name.lower()
             summary.counts[kind] = summary.counts.get(kind, 0) + 1
-            if record.is_metric:
+            if record.is_metric and record.name in gpu_names.METRICS:
+                gpu = str(record.attrs.get("gpu", "?"))
+                summary.gpus.setdefault(gpu, GpuStats()).add(record)
+            elif record.is_metric:
                 key = metric_key(record)
                 _update(summary.last_metrics, key, record)
                 if record.epoch is not None:

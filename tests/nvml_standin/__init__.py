@@ -20,6 +20,8 @@ the library re-reads whenever it changes, so a test can change values or inject 
                 "mem_total": 80 << 30, "mem_used": 1 << 30, "mem_reserved": 0,
                 "util_gpu": 50, "util_mem": 20, "enc_util": 0, "dec_util": 0,
                 "temp": 40, "power_mw": 100_000, "power_limit_mw": 700_000,
+                "mem_temp": 45,             # NVML_FI_DEV_MEMORY_TEMP field value; unset: that
+                                            # entry NOT_SUPPORTED (no memory sensor)
                 "energy_mj": 123_456,
                 "clock_graphics": 1500, "clock_sm": 1500, "clock_mem": 2600, "clock_video": 1300,
                 "max_clock_graphics": ..., "max_clock_sm": ..., "max_clock_mem": ...,
@@ -32,8 +34,11 @@ the library re-reads whenever it changes, so a test can change values or inject 
                 "lost": False,              # every call on it -> NVML_ERROR_GPU_IS_LOST
                 "not_supported": ["nvmlDeviceGetPowerUsage"],   # this device only
                 "processes": [{"pid": 1234, "used_memory": 1 << 30}],
+                "gpm": False,               # nvmlGpm* support (Hopper and later); whole-device
+                                            # GPM samples report util_gpu
                 "mig_mode": None,           # default: on when "mig" is non-empty
                 "mig": [{"uuid": "MIG-...", "name": "...", "mem_total": ..., "mem_used": ...,
+                         "util": 40,        # GPM graphics/SM utilization percent
                          "processes": [...]}],
             },
         ],
@@ -44,8 +49,16 @@ the library re-reads whenever it changes, so a test can change values or inject 
     }
 
 Unset device fields are 0 (name and UUID get defaults). On MIG device handles only name, UUID,
-memory, index, processes and ``nvmlDeviceIsMigDeviceHandle`` answer; the rest are
-NOT_SUPPORTED, as with the real library.
+memory, index, processes, ``nvmlDeviceIsMigDeviceHandle`` and GPM answer; the rest are
+NOT_SUPPORTED, as with the real library (field values: every entry NOT_SUPPORTED).
+
+A MIG device's GPU instance id (``gpuInstanceId`` in process infos, ``nvmlGpmMigSampleGet``) is
+its position in ``"mig"``. A GPM sample keeps the configured utilization of its device or
+instance when it is taken; ``nvmlGpmMetricsGet`` returns the later sample's value for
+``NVML_GPM_METRIC_GRAPHICS_UTIL`` and ``NVML_GPM_METRIC_SM_UTIL`` (other metrics NOT_SUPPORTED
+per entry) and fails with INVALID_ARGUMENT when the two samples come from different devices or
+instances. The library also exports ``fakeNvmlGpmSamplesInUse()`` (not NVML): the number of GPM
+samples allocated and not yet freed, for leak checks.
 """
 
 from __future__ import annotations
@@ -243,6 +256,14 @@ class FakeNvml:
             pynvml._nvmlGetFunctionPointer_cache.clear()
         self._pynvml = pynvml
         return pynvml
+
+    def gpm_samples_in_use(self) -> int:
+        """GPM samples allocated and not yet freed in this process (the library's own counter,
+        ``fakeNvmlGpmSamplesInUse``); for leak checks after :meth:`load_in_process`."""
+        counter = ctypes.CDLL(str(self.library)).fakeNvmlGpmSamplesInUse
+        counter.restype = ctypes.c_uint
+        counter.argtypes = []
+        return int(counter())
 
     def unload_in_process(self) -> None:
         """Shut pynvml down (all outstanding nvmlInit calls) and forget the stand-in."""

@@ -20,11 +20,18 @@
  *   devices.I.not_supported=a,b       per-device NOT_SUPPORTED functions
  *   devices.I.lost=1                  every call on the device returns NVML_ERROR_GPU_IS_LOST
  *   devices.I.processes.count=N, devices.I.processes.J.pid=..., .used_memory=...
- *   devices.I.mig.count=N, devices.I.mig.J.uuid=..., .name=..., .mem_total=..., .mem_used=...
+ *   devices.I.mig.count=N, devices.I.mig.J.uuid=..., .name=..., .mem_total=..., .mem_used=...,
+ *                                     .util=percent (GPM graphics/SM utilization of instance J)
+ *   devices.I.mem_temp=C              NVML_FI_DEV_MEMORY_TEMP; unset: that field NOT_SUPPORTED
+ *   devices.I.gpm=0|1                 GPM (nvmlGpm*) support; whole-device samples use util_gpu
  *   events.count=N, events.K.device=I, events.K.xid=79, events.K.id=unique-number
  *
  * XID events are delivered once per process (per event id) by nvmlEventSetWait_v2 to an event set
  * on which the device registered nvmlEventTypeXidCriticalError.
+ *
+ * MIG GPU instance ids are the MIG device's position in devices.I.mig (as in process infos).
+ * GPM samples hold the configured utilization at nvmlGpm*SampleGet time; nvmlGpmMetricsGet returns
+ * the later sample's value instead of computing it from counter deltas.
  */
 #define NVML_NO_UNVERSIONED_FUNC_DEFS 1
 #include <nvml.h>
@@ -47,6 +54,7 @@ typedef struct {
     char uuid[96];
     char name[96];
     unsigned long long mem_total, mem_used;
+    unsigned int util; /* GPM graphics / SM utilization, percent */
     unsigned int nproc;
     unsigned int proc_pid[MAX_PROC];
     unsigned long long proc_mem[MAX_PROC];
@@ -60,6 +68,9 @@ typedef struct {
     unsigned long long mem_total, mem_used, mem_reserved;
     unsigned int util_gpu, util_mem, enc_util, dec_util;
     unsigned int temp, power_mw, power_limit_mw;
+    int mem_temp_set; /* 0: the device has no memory temperature sensor */
+    unsigned int mem_temp;
+    int gpm; /* GPM supported */
     unsigned long long energy_mj;
     unsigned int clock[4], max_clock[4]; /* graphics, sm, mem, video */
     unsigned int fan, pcie_tx_kbs, pcie_rx_kbs, pcie_replay;
@@ -157,6 +168,7 @@ static void set_mig(fdev *d, const char *rest, const char *val) {
     else if (strcmp(f, "name") == 0) copy_str(m->name, sizeof m->name, val);
     else if (strcmp(f, "mem_total") == 0) m->mem_total = num(val);
     else if (strcmp(f, "mem_used") == 0) m->mem_used = num(val);
+    else if (strcmp(f, "util") == 0) m->util = (unsigned int)num(val);
     else if (strncmp(f, "processes.", 10) == 0)
         set_procs(&m->nproc, m->proc_pid, m->proc_mem, f + 10, val);
 }
@@ -186,6 +198,11 @@ static void set_dev(fdev *d, const char *f, const char *val) {
     else if (strcmp(f, "lost") == 0) d->lost = num(val) != 0;
     else if (strcmp(f, "mig_mode") == 0) d->mig_mode = (int)num(val);
     else if (strcmp(f, "max_mig") == 0) d->max_mig = (int)num(val);
+    else if (strcmp(f, "gpm") == 0) d->gpm = num(val) != 0;
+    else if (strcmp(f, "mem_temp") == 0) {
+        d->mem_temp = (unsigned int)num(val);
+        d->mem_temp_set = 1;
+    }
     ULL(mem_total); ULL(mem_used); ULL(mem_reserved);
     U(util_gpu); U(util_mem); U(enc_util); U(dec_util);
     U(temp); U(power_mw); U(power_limit_mw); ULL(energy_mj);
@@ -365,6 +382,8 @@ const char *nvmlErrorString(nvmlReturn_t result) {
     case NVML_ERROR_TIMEOUT: return "Timeout";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
     case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
+    case NVML_ERROR_MEMORY: return "Insufficient Memory";
+    case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument Version Mismatch";
     default: return "Unknown Error";
     }
 }
@@ -605,6 +624,49 @@ nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device,
     return leave(NVML_SUCCESS);
 }
 
+/* ---- field values ------------------------------------------------------------------------ */
+
+static long long now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/* Each entry gets its own nvmlReturn: unknown field ids, fields the device lacks (no mem_temp
+ * configured) and every field on a MIG device handle are NOT_SUPPORTED there, while the call
+ * itself succeeds. Function-level faults (not_supported lists, a lost GPU) fail the whole call. */
+nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount,
+                                      nvmlFieldValue_t *values) {
+    ENTER_DEV(device);
+    if (valuesCount < 0 || (valuesCount > 0 && values == NULL))
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    long long ts = now_us();
+    for (int i = 0; i < valuesCount; i++) {
+        nvmlFieldValue_t *v = &values[i];
+        v->timestamp = ts;
+        v->latencyUsec = 0;
+        memset(&v->value, 0, sizeof v->value);
+        v->valueType = NVML_VALUE_TYPE_UNSIGNED_INT;
+        v->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+        if (m != NULL) continue;
+        switch (v->fieldId) {
+        case NVML_FI_DEV_MEMORY_TEMP:
+            if (!d->mem_temp_set) break;
+            v->value.uiVal = d->mem_temp;
+            v->nvmlReturn = NVML_SUCCESS;
+            break;
+        case NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION:
+            v->valueType = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG;
+            v->value.ullVal = d->energy_mj;
+            v->nvmlReturn = NVML_SUCCESS;
+            break;
+        default:
+            break;
+        }
+    }
+    return leave(NVML_SUCCESS);
+}
+
 /* ---- PCIe / ECC -------------------------------------------------------------------------- */
 
 nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t device, nvmlPcieUtilCounter_t counter,
@@ -803,5 +865,145 @@ nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data,
 nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
     ENTER_SYS();
     free(set);
+    return leave(NVML_SUCCESS);
+}
+
+/* ---- GPM --------------------------------------------------------------------------------- */
+
+/* The opaque sample: which device / GPU instance it was taken on, when, and the configured
+ * utilization at that time (a real sample holds raw counters). */
+struct nvmlGpmSample_st {
+    int filled;
+    int dev;
+    int gi; /* MIG GPU instance id; -1 for a whole-device sample */
+    unsigned long long seq;
+    long long timestamp_us;
+    unsigned int util;
+};
+
+#define MAX_GPM_SAMPLES 4096
+static nvmlGpmSample_t g_gpm_samples[MAX_GPM_SAMPLES];
+static unsigned int g_gpm_nsamples;
+static unsigned long long g_gpm_seq;
+
+/* Called with g_lock held: the index of a live (allocated, not freed) sample, or -1. */
+static int gpm_find(nvmlGpmSample_t s) {
+    if (s == NULL) return -1;
+    for (unsigned int i = 0; i < g_gpm_nsamples; i++)
+        if (g_gpm_samples[i] == s) return (int)i;
+    return -1;
+}
+
+/* Not an NVML function: how many GPM samples are allocated and not yet freed (tests use it to
+ * find leaks). */
+unsigned int fakeNvmlGpmSamplesInUse(void) {
+    pthread_mutex_lock(&g_lock);
+    unsigned int n = g_gpm_nsamples;
+    pthread_mutex_unlock(&g_lock);
+    return n;
+}
+
+nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *gpmSupport) {
+    ENTER_DEV(device);
+    NEED(gpmSupport);
+    if (gpmSupport->version != NVML_GPM_SUPPORT_VERSION)
+        return leave(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    gpmSupport->isSupportedDevice = d->gpm ? 1u : 0u;
+    return leave(NVML_SUCCESS);
+}
+
+nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *gpmSample) {
+    ENTER_SYS();
+    NEED(gpmSample);
+    if (g_gpm_nsamples >= MAX_GPM_SAMPLES) return leave(NVML_ERROR_MEMORY);
+    nvmlGpmSample_t s = calloc(1, sizeof *s);
+    if (s == NULL) return leave(NVML_ERROR_MEMORY);
+    g_gpm_samples[g_gpm_nsamples++] = s;
+    *gpmSample = s;
+    return leave(NVML_SUCCESS);
+}
+
+nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t gpmSample) {
+    ENTER_SYS();
+    int i = gpm_find(gpmSample);
+    if (i < 0) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    g_gpm_samples[i] = g_gpm_samples[--g_gpm_nsamples];
+    free(gpmSample);
+    return leave(NVML_SUCCESS);
+}
+
+static void gpm_fill(nvmlGpmSample_t s, int dev, int gi, unsigned int util) {
+    s->filled = 1;
+    s->dev = dev;
+    s->gi = gi;
+    s->seq = ++g_gpm_seq;
+    s->timestamp_us = now_us();
+    s->util = util;
+}
+
+/* Accepts a full GPU handle (whole-device sample, util_gpu) or a MIG device handle (that
+ * instance's util), as the real API does. */
+nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t gpmSample) {
+    ENTER_DEV(device);
+    if (gpm_find(gpmSample) < 0) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!d->gpm) return leave(NVML_ERROR_NOT_SUPPORTED);
+    if (m) gpm_fill(gpmSample, device->dev, device->mig, m->util);
+    else gpm_fill(gpmSample, device->dev, -1, d->util_gpu);
+    return leave(NVML_SUCCESS);
+}
+
+nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t device, unsigned int gpuInstanceId,
+                                 nvmlGpmSample_t gpmSample) {
+    ENTER_DEV(device);
+    GPU_ONLY();
+    if (gpm_find(gpmSample) < 0) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!d->gpm) return leave(NVML_ERROR_NOT_SUPPORTED);
+    if (!mig_on(d)) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (gpuInstanceId >= d->nmig) return leave(NVML_ERROR_NOT_FOUND);
+    gpm_fill(gpmSample, device->dev, (int)gpuInstanceId, d->mig[gpuInstanceId].util);
+    return leave(NVML_SUCCESS);
+}
+
+/* Both samples must be filled and come from the same device and GPU instance. Utilization metrics
+ * report the later sample's configured percent; other metrics are NOT_SUPPORTED per entry. */
+nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *metricsGet) {
+    static char graphics_short[] = "gr_util", graphics_long[] = "graphics utilization";
+    static char sm_short[] = "sm_util", sm_long[] = "SM utilization";
+    static char percent[] = "%";
+    ENTER_SYS();
+    NEED(metricsGet);
+    if (metricsGet->version != NVML_GPM_METRICS_GET_VERSION)
+        return leave(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    if (metricsGet->numMetrics > NVML_GPM_METRIC_MAX) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    nvmlGpmSample_t s1 = metricsGet->sample1, s2 = metricsGet->sample2;
+    if (gpm_find(s1) < 0 || gpm_find(s2) < 0 || s1 == s2) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (!s1->filled || !s2->filled) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (s1->dev != s2->dev || s1->gi != s2->gi) return leave(NVML_ERROR_INVALID_ARGUMENT);
+    if (s1->dev < 0 || (unsigned int)s1->dev >= g_cfg.ndev)
+        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    fdev *d = &g_cfg.dev[s1->dev];
+    if (d->lost) return leave(NVML_ERROR_GPU_IS_LOST);
+    if (in_list(d->not_supported, __func__)) return leave(NVML_ERROR_NOT_SUPPORTED);
+    const struct nvmlGpmSample_st *later = s2->seq > s1->seq ? s2 : s1;
+    for (unsigned int i = 0; i < metricsGet->numMetrics; i++) {
+        nvmlGpmMetric_t *metric = &metricsGet->metrics[i];
+        metric->value = 0.0;
+        metric->metricInfo.shortName = NULL;
+        metric->metricInfo.longName = NULL;
+        metric->metricInfo.unit = NULL;
+        metric->nvmlReturn = NVML_SUCCESS;
+        if (metric->metricId == NVML_GPM_METRIC_GRAPHICS_UTIL) {
+            metric->metricInfo.shortName = graphics_short;
+            metric->metricInfo.longName = graphics_long;
+        } else if (metric->metricId == NVML_GPM_METRIC_SM_UTIL) {
+            metric->metricInfo.shortName = sm_short;
+            metric->metricInfo.longName = sm_long;
+        } else {
+            metric->nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
+            continue;
+        }
+        metric->metricInfo.unit = percent;
+        metric->value = later->util > 100 ? 100.0 : (double)later->util;
+    }
     return leave(NVML_SUCCESS);
 }
