@@ -259,9 +259,13 @@ def configure(*, exporters: Iterable[Exporter] | None = None, **settings: Any) -
             old.shutdown()
         _start(config, list(_pending_exporters))
         assert _runtime is not None
+        old_gpu = old.gpu_if_started() if old is not None else None
+        gpu_modes = dict(old_gpu.modes) if old_gpu is not None else {}
         for run in active:  # runs already in progress keep recording, into the new pipeline
             run.bind(_runtime.recorder)
             _runtime.register_run(run)
+            if run.run_id in gpu_modes:  # and keep their GPU sampling
+                _runtime.gpu().attach(run, gpu_modes[run.run_id])
         return _runtime.config
 
 

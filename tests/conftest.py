@@ -25,6 +25,8 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         if name.startswith(("MLOBS_", "OTEL_", "INFLUXDB_V2_")) or name in LAUNCHER_VARS:
             monkeypatch.delenv(name)
     monkeypatch.setenv("MLOBS_DIR", str(tmp_path / "default-spool"))
+    # no GPU sampling unless a test asks for it (a developer's GPU must not change other tests)
+    monkeypatch.setenv("MLOBS_GPU", "off")
     safety.self_metrics.reset()
     safety._last_logged.clear()
     yield

@@ -42,10 +42,7 @@ def test_gpu_series_carry_the_run_and_counters_start_at_nvml_totals(
     fake_nvml.write({"devices": [device(0, energy_mj=7_000_000), device(1)]})
     memory = start(fake_nvml, spool_dir)
     with mlobs.run("train") as run:
-        deadline = time.monotonic() + 5
-        while mlobs.flush() and not memory.metrics(n.UTILIZATION):
-            assert time.monotonic() < deadline, "no GPU sample within 5 s"
-            time.sleep(0.01)
+        wait_for(memory, n.UTILIZATION)
     mlobs.flush()
     util = memory.metrics(n.UTILIZATION)
     assert {r.attrs["gpu"] for r in util} == {"0", "1"}
@@ -140,3 +137,49 @@ def test_mlobs_show_has_energy_per_epoch_and_a_gpu_table(
     assert data["epochs"][0]["metrics"]["epoch_energy_joules"] == pytest.approx(7200.0)
     assert data["gpus"]["0"]["utilization_mean"] == pytest.approx(0.9)
     assert data["gpus"]["0"]["temperature_max_celsius"] == 66
+
+
+def test_sampling_is_on_by_default_when_a_gpu_is_visible_and_survives_configure(
+    fake_nvml: FakeNvml, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLOBS_GPU")  # the tests turn it off; the default is "auto"
+    fake_nvml.write({"devices": [device(0)]})
+    fake_nvml.load_in_process()
+    memory = InMemoryExporter()
+    mlobs.configure(dir=str(spool_dir), exporters=[memory], flush_interval=3600, gpu_interval=0.05)
+    with mlobs.run("train") as run:
+        wait_for(memory, n.UTILIZATION)
+        # a rebuilt pipeline keeps sampling the runs in progress
+        mlobs.configure(
+            dir=str(spool_dir), exporters=[memory], flush_interval=3600, gpu_interval=0.05
+        )
+        memory.clear()
+        wait_for(memory, n.UTILIZATION)
+    assert {r.run_id for r in memory.metrics(n.UTILIZATION)} == {run.run_id}
+
+
+def wait_for(memory: InMemoryExporter, name: str) -> None:
+    deadline = time.monotonic() + 5
+    while mlobs.flush() and not memory.metrics(name):
+        assert time.monotonic() < deadline, f"no {name} within 5 s"
+        time.sleep(0.01)
+
+
+def test_doctor_says_what_a_run_would_sample(
+    fake_nvml: FakeNvml, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_nvml.write({"driver_version": "550.54.15", "devices": [device(0), device(1)]})
+    fake_nvml.load_in_process()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    runner = CliRunner()
+    for mode, expected in (("auto", "sample 1 GPU(s)"), ("all", "sample 2 GPU(s)"), ("off", "off")):
+        monkeypatch.setenv("MLOBS_GPU", mode)
+        result = runner.invoke(cli, ["--dir", str(spool_dir), "doctor", "--json"])
+        assert result.exit_code == 0, result.output
+        (gpu,) = [c for c in json.loads(result.output)["checks"] if c["name"] == "gpu"]
+        assert gpu["ok"] and expected in gpu["detail"], gpu
+    fake_nvml.write({"no_driver": True})
+    monkeypatch.setenv("MLOBS_GPU", "auto")
+    result = runner.invoke(cli, ["--dir", str(spool_dir), "doctor", "--json"])
+    (gpu,) = [c for c in json.loads(result.output)["checks"] if c["name"] == "gpu"]
+    assert gpu["ok"] and "no NVML" in gpu["detail"]

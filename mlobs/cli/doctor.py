@@ -10,6 +10,7 @@ from rich.text import Text
 from mlobs.cli import render
 from mlobs.cli import sink_checks as _network_checks  # noqa: F401 (registers the checks)
 from mlobs.cli.checks import Check, resolve_recording, sink_checks, spool_checks
+from mlobs.cli.gpu_check import gpu_check
 from mlobs.config import SETTINGS, Config, Setting
 from mlobs.spool.catalog import Catalog
 
@@ -25,6 +26,7 @@ def doctor_cmd(ctx: click.Context, as_json: bool) -> None:
     try:
         checks += spool_checks(config, catalog)
         checks += sink_checks(config, catalog)
+        checks.append(gpu_check(config))
     finally:
         if catalog is not None:
             catalog.close()

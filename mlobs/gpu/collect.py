@@ -57,9 +57,17 @@ class DeviceReader:
         self._pcie_at: float | None = None
         self._ancestry: dict[int, bool] = {}
         lib = nvml.nvml
-        self._clock_ids = [(name, getattr(lib, const)) for name, const in _CLOCKS]
+        # the series with fixed extra labels, with their attribute dicts built once
+        self._clocks_ids = [
+            (getattr(lib, const), self.attrs(clock=name)) for name, const in _CLOCKS
+        ]
         self._ecc_ids = [
-            (t, getattr(lib, tc), c, getattr(lib, cc)) for t, tc in _ECC for c, cc in _ECC_COUNTERS
+            (getattr(lib, tc), getattr(lib, cc), self.attrs(type=t, counter=c))
+            for t, tc in _ECC
+            for c, cc in _ECC_COUNTERS
+        ]
+        self._throttle_attrs = [
+            (bit, self.attrs(reason=reason)) for bit, reason in n.THROTTLE_REASONS.items()
         ]
         self.answered = 0
         """Queries that answered in the last :meth:`read`: none at all means NVML is in trouble."""
@@ -71,7 +79,7 @@ class DeviceReader:
 
     def attrs(self, **extra: str) -> dict[str, Any]:
         """The device's attributes plus ``extra``, one dict per combination."""
-        key = tuple(sorted(extra.items()))
+        key = tuple(extra.items())  # each call site passes its keywords in one order
         found = self._attrs.get(key)
         if found is None:
             found = self._attrs[key] = {**self.device.attrs, **extra}
@@ -207,8 +215,7 @@ class DeviceReader:
 
     def _clocks(self, out: list[Reading], base: dict[str, Any], now: float) -> None:
         lib, h = self.nvml.nvml, self.device.handle
-        for name, clock_id in self._clock_ids:
-            attrs = self.attrs(clock=name)
+        for clock_id, attrs in self._clocks_ids:
             mhz = self._q(lib.nvmlDeviceGetClockInfo, h, clock_id)
             if mhz is not None:
                 out.append((n.CLOCK, mhz * 1e6, attrs))
@@ -236,10 +243,9 @@ class DeviceReader:
 
     def _errors(self, out: list[Reading], base: dict[str, Any], now: float) -> None:
         lib, h = self.nvml.nvml, self.device.handle
-        for error_type, type_id, counter, counter_id in self._ecc_ids:
+        for type_id, counter_id, attrs in self._ecc_ids:
             count = self._q(lib.nvmlDeviceGetTotalEccErrors, h, type_id, counter_id)
             if count is not None:
-                attrs = self.attrs(type=error_type, counter=counter)
                 out.append((n.ECC_ERRORS, float(count), attrs))
         rows = self._q(lib.nvmlDeviceGetRemappedRows, h)
         if rows is not None:
@@ -257,8 +263,8 @@ class DeviceReader:
             mask = self._q(lib.nvmlDeviceGetCurrentClocksThrottleReasons, h)
         if mask is None:
             return
-        for bit, reason in n.THROTTLE_REASONS.items():
-            out.append((n.THROTTLE, float(bool(mask & bit)), self.attrs(reason=reason)))
+        for bit, attrs in self._throttle_attrs:
+            out.append((n.THROTTLE, float(bool(mask & bit)), attrs))
 
     def _processes(self, out: list[Reading], base: dict[str, Any], now: float) -> None:
         lib, h = self.nvml.nvml, self.device.handle

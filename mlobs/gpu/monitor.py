@@ -40,6 +40,8 @@ class RunGpuMonitor:
         self._lock = threading.Lock()
         self._runs: dict[str, float] = {}
         """Runs sampling now -> the sampler's energy reading when they started."""
+        self.modes: dict[str, bool | str | None] = {}
+        """Runs sampling now -> the ``gpu`` argument they asked with (for a rebuilt pipeline)."""
         self._last_totals: dict[tuple[str, int], float] = {}
         self._totals_run = ""
 
@@ -68,10 +70,12 @@ class RunGpuMonitor:
                     return
                 self.sampler = sampler
             self._runs[run.run_id] = sampler.read_energy()
+            self.modes[run.run_id] = gpu
 
     def detach(self, run: ActiveRun) -> None:
         with self._lock:
             start = self._runs.pop(run.run_id, None)
+            self.modes.pop(run.run_id, None)
             sampler = self.sampler
             if start is None or sampler is None:
                 return
@@ -120,6 +124,7 @@ class RunGpuMonitor:
         self._lock = threading.Lock()
         self.sampler = None
         self._runs.clear()
+        self.modes.clear()
 
     # -- the sampler's callbacks (its thread) ---------------------------------------------
     def _on_sample(self, readings: list[Reading], ts: int) -> None:
