@@ -11,7 +11,7 @@ import time
 
 from mlobs.config import Config
 from mlobs.context import current_run as _current_run
-from mlobs.instrument.active import ActiveRun, log, log_system
+from mlobs.instrument.active import ActiveRun, log, log_labeled, log_system
 from mlobs.instrument.epoch import Epoch, epoch
 from mlobs.instrument.run import Run, run
 from mlobs.instrument.step import Step, step
@@ -32,6 +32,7 @@ __all__ = [
     "flush",
     "heartbeat",
     "log",
+    "log_labeled",
     "log_system",
     "run",
     "shutdown",

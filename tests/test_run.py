@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import mlobs
-from mlobs import runtime
+from mlobs import runtime, safety
 from mlobs.export.memory import InMemoryExporter
 from mlobs.record.types import Kind, Record
 from mlobs.spool.catalog import Catalog
@@ -534,3 +534,21 @@ def test_shutdown_twice_is_harmless_and_a_new_record_starts_a_new_pipeline(
     runs = _runs(spool_dir)
     assert runs[before.run_id].status == runs[after.run_id].status == "finished"
     assert metric_values(spool_dir, "x") == [1.0, 2.0]
+
+
+def test_log_labeled_records_one_point_with_labels_and_keeps_the_step(
+    sink: InMemoryExporter,
+) -> None:
+    with mlobs.run("eval") as run:
+        mlobs.log(loss=1.0, step=7)
+        mlobs.log_labeled("quality_f1", 0.5, {"class": 3, "window": None})
+        mlobs.log_labeled("quality_f1", "bad", {"class": 4})  # rejected and counted
+        mlobs.log_labeled("quality_f1", 0.25, {"class": 4}, step=9, epoch=2)
+    mlobs.flush()
+    points = sink.metrics("quality_f1")
+    assert [(p.value, p.attrs, p.step, p.epoch) for p in points] == [
+        (0.5, {"class": "3"}, 7, None),
+        (0.25, {"class": "4"}, 9, 2),
+    ]
+    assert run.step == 7
+    assert safety.self_metrics.get(safety.VALUES_REJECTED, "type") == 1

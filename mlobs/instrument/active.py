@@ -232,3 +232,52 @@ def log_system(metrics: Mapping[str, Any] | None = None, /, **values: Any) -> No
         raise
     except Exception as exc:
         safety.report("log_system", exc)
+
+
+def log_labeled(
+    name: str,
+    value: Any,
+    labels: Mapping[str, Any],
+    *,
+    step: int | None = None,
+    epoch: int | None = None,
+    every_rank: bool = False,
+) -> None:
+    """Record one metric point with labels (``drift_score{feature="age"}``): for collectors such
+    as drift monitors and quality reports whose points differ by more than their name.
+
+    Label values become strings; a label whose value is ``None`` is left out. The point takes the
+    run's step unless ``step`` is given (it does not move the step) and the run's epoch unless
+    ``epoch`` is given. Like :func:`log`, only rank 0 records unless ``every_rank``; bad values
+    are rejected and counted, and nothing raises.
+    """
+    try:
+        run = _get_run() or _run_for_this_thread(outside_run_is_normal=True)
+        if not (every_rank or run.records_metrics):
+            return
+        if type(name) is not str or not name:
+            safety.reject("name", "metric name %r is not a non-empty string", name)
+            return
+        if type(value) is not float:
+            value = _coerce_value(name, value)
+            if value is None:
+                return
+        if value - value != 0.0:
+            _nonfinite(name, value)
+        attrs = {str(k): str(v) for k, v in labels.items() if v is not None}
+        run.append(
+            (
+                _GAUGE,
+                _time_ns(),
+                run.run_id,
+                name,
+                value,
+                run.step if step is None else int(step),
+                run.epoch if epoch is None else int(epoch),
+                attrs or None,
+            )
+        )
+    except safety.MlobsError:
+        raise
+    except Exception as exc:
+        safety.report("log_labeled", exc)
