@@ -12,6 +12,7 @@ from mlobs.cli.common import BadInput
 from mlobs.cli.demo import demo_cmd
 from mlobs.cli.doctor import doctor_cmd
 from mlobs.cli.export import export_cmd
+from mlobs.cli.gpu_exporter import gpu_exporter_cmd
 from mlobs.cli.replay import replay_cmd
 from mlobs.cli.runs import runs_cmd
 from mlobs.cli.show import show_cmd
@@ -42,7 +43,16 @@ def cli(directory: Path | None) -> None:
     """Look at what mlobs recorded: runs, metrics, steps, logs and errors from the local spool."""
 
 
-for command in (runs_cmd, show_cmd, tail_cmd, export_cmd, replay_cmd, doctor_cmd, demo_cmd):
+for command in (
+    runs_cmd,
+    show_cmd,
+    tail_cmd,
+    export_cmd,
+    replay_cmd,
+    doctor_cmd,
+    demo_cmd,
+    gpu_exporter_cmd,
+):
     cli.add_command(command)
 
 
