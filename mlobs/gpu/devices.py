@@ -92,7 +92,8 @@ def discover(nvml: Nvml, scope: str = "run", env: Mapping[str, str] | None = Non
     environ = os.environ if env is None else env
     visible = Visible() if scope == ALL else parse_visible(environ.get("CUDA_VISIBLE_DEVICES"))
     count = nvml.query(lib.nvmlDeviceGetCount) or 0
-    host = socket.gethostname()
+    # in a Kubernetes pod the hostname is the pod's: the chart passes the node's as NODE_NAME
+    host = environ.get("NODE_NAME") or socket.gethostname()
     found: list[tuple[Device, list[MigDevice]]] = []
     for index in range(count):
         try:
@@ -108,7 +109,7 @@ def discover(nvml: Nvml, scope: str = "run", env: Mapping[str, str] | None = Non
                 "host": host,
                 "driver_version": nvml.driver_version,
             }
-            mig = _mig_devices(nvml, device)
+            mig = mig_devices(nvml, device)
         except (GpuLost, lib.NVMLError) as exc:
             logger.warning("mlobs: GPU %d did not answer and is not sampled: %s", index, exc)
             continue
@@ -135,7 +136,7 @@ def discover(nvml: Nvml, scope: str = "run", env: Mapping[str, str] | None = Non
     return devices
 
 
-def _mig_devices(nvml: Nvml, device: Device) -> list[MigDevice]:
+def mig_devices(nvml: Nvml, device: Device) -> list[MigDevice]:
     lib = nvml.nvml
     mode = nvml.query(lib.nvmlDeviceGetMigMode, device.handle)
     if not mode or not mode[0]:

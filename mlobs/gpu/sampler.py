@@ -16,7 +16,7 @@ from typing import Any
 from mlobs import safety
 from mlobs.gpu import names as n
 from mlobs.gpu.collect import DeviceReader, Reading
-from mlobs.gpu.devices import Device, discover
+from mlobs.gpu.devices import Device, mig_devices, discover
 from mlobs.gpu.energy import EnergyMeter
 from mlobs.gpu.events import XidWatcher
 from mlobs.gpu.gpm import MigUtilization
@@ -219,6 +219,9 @@ class GpuSampler:
                 logger.info("mlobs: GPU %s still does not answer: %s", device.uuid, exc)
                 continue
             device.handle = handle
+            if device.mig:  # MIG handles are stale too: look them up again, keeping the same set
+                wanted = {m.uuid for m in device.mig}
+                device.mig = [m for m in mig_devices(nvml, device) if m.uuid in wanted]
             if device.lost:
                 logger.info("mlobs: GPU %d (%s) answers again", device.index, device.uuid)
             device.lost = False
