@@ -16,7 +16,7 @@ from typing import Any
 from mlobs import safety
 from mlobs.gpu import names as n
 from mlobs.gpu.collect import DeviceReader, Reading
-from mlobs.gpu.devices import Device, mig_devices, discover
+from mlobs.gpu.devices import Device, discover, mig_devices
 from mlobs.gpu.energy import EnergyMeter
 from mlobs.gpu.events import XidWatcher
 from mlobs.gpu.gpm import MigUtilization
