@@ -105,6 +105,7 @@ def header() -> str:
             "python bench/bench_core.py           # full run, prints the tables (minutes)",
             "python bench/bench_core.py --quick   # smoke run, small sizes",
             "python bench/bench_core.py --write   # full run, rewrites its section below",
+            "python bench/bench_gpu.py --write    # GPU sampler (NVML stand-in when no GPU)",
             "# the sinks: each starts its real server on loopback (scripts/backends.sh)",
             "python bench/bench_influxdb.py --write",
             "python bench/bench_prometheus.py --write",

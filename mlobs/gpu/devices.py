@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlobs.gpu.nvml import GpuLost, Nvml, _text
+from mlobs.gpu.nvml import GpuLost, Nvml, as_text
 
 logger = logging.getLogger("mlobs")
 
@@ -98,8 +98,8 @@ def discover(nvml: Nvml, scope: str = "run", env: Mapping[str, str] | None = Non
     for index in range(count):
         try:
             handle = lib.nvmlDeviceGetHandleByIndex(index)
-            uuid = _text(lib.nvmlDeviceGetUUID(handle))
-            model = _text(nvml.query(lib.nvmlDeviceGetName, handle) or "unknown")
+            uuid = as_text(lib.nvmlDeviceGetUUID(handle))
+            model = as_text(nvml.query(lib.nvmlDeviceGetName, handle) or "unknown")
             device = Device(index, handle, uuid, model)
             device.attrs = {
                 "scope": "system",
@@ -148,8 +148,8 @@ def mig_devices(nvml: Nvml, device: Device) -> list[MigDevice]:
             handle = lib.nvmlDeviceGetMigDeviceHandleByIndex(device.handle, slot)
         except lib.NVMLError:
             continue  # an empty slot
-        uuid = _text(lib.nvmlDeviceGetUUID(handle))
-        profile = _text(nvml.query(lib.nvmlDeviceGetName, handle) or "")
+        uuid = as_text(lib.nvmlDeviceGetUUID(handle))
+        profile = as_text(nvml.query(lib.nvmlDeviceGetName, handle) or "")
         instance = nvml.query(lib.nvmlDeviceGetGpuInstanceId, handle)
         gpu_instance = slot if instance is None else int(instance)
         attrs = {

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from mlobs.gpu.devices import Device
-from mlobs.gpu.nvml import GpuLost, Nvml, _text
+from mlobs.gpu.nvml import GpuLost, Nvml, as_text
 
 logger = logging.getLogger("mlobs")
 
@@ -59,7 +59,7 @@ class XidWatcher:
             if not data.eventType & lib.nvmlEventTypeXidCriticalError:
                 continue
             try:
-                uuid = _text(lib.nvmlDeviceGetUUID(data.device))
+                uuid = as_text(lib.nvmlDeviceGetUUID(data.device))
             except lib.NVMLError:
                 uuid = ""
             found.append((self._by_uuid.get(uuid), int(data.eventData)))

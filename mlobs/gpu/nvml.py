@@ -76,7 +76,7 @@ class Nvml:
                 raise NvmlUnavailable(f"NVML library not found: {exc}") from exc
             self.initialised = True
             self.inits += 1
-            self.driver_version = _text(self.query(nvml.nvmlSystemGetDriverVersion) or "")
+            self.driver_version = as_text(self.query(nvml.nvmlSystemGetDriverVersion) or "")
 
     def shutdown(self) -> None:
         with self._lock:
@@ -131,5 +131,5 @@ class Nvml:
             return None
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

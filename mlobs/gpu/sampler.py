@@ -20,7 +20,7 @@ from mlobs.gpu.devices import Device, discover, mig_devices
 from mlobs.gpu.energy import EnergyMeter
 from mlobs.gpu.events import XidWatcher
 from mlobs.gpu.gpm import MigUtilization
-from mlobs.gpu.nvml import GpuLost, Nvml, NvmlUnavailable, _text
+from mlobs.gpu.nvml import GpuLost, Nvml, NvmlUnavailable, as_text
 
 logger = logging.getLogger("mlobs")
 
@@ -214,7 +214,7 @@ class GpuSampler:
             device = reader.device
             try:
                 handle = lib.nvmlDeviceGetHandleByUUID(device.uuid)
-                _text(lib.nvmlDeviceGetUUID(handle))
+                as_text(lib.nvmlDeviceGetUUID(handle))
             except lib.NVMLError as exc:
                 logger.info("mlobs: GPU %s still does not answer: %s", device.uuid, exc)
                 continue
