@@ -57,6 +57,7 @@ class DeviceReader:
         self._pcie_at: float | None = None
         self._ancestry: dict[int, bool] = {}
         lib = nvml.nvml
+        self._nvml_error: type[Exception] = lib.NVMLError
         # the series with fixed extra labels, with their attribute dicts built once
         self._clocks_ids = [
             (getattr(lib, const), self.attrs(clock=name)) for name, const in _CLOCKS
@@ -135,9 +136,13 @@ class DeviceReader:
 
     # -- the queries, grouped -------------------------------------------------------------
     def _q(self, fn: Callable[..., Any], *args: Any) -> Any:
-        value = self.nvml.query(fn, *args)
-        if value is not None:
-            self.answered += 1
+        # the hot path of a sample (about 30 calls per GPU): one try, no further call layers
+        try:
+            value = fn(*args)
+        except self._nvml_error as exc:
+            self.nvml.failed(fn, exc)
+            return None
+        self.answered += 1
         return value
 
     def _utilization(self, out: list[Reading], base: dict[str, Any], now: float) -> None:

@@ -116,19 +116,24 @@ class Nvml:
     # -- queries --------------------------------------------------------------------------
     def query(self, fn: Callable[..., T], *args: Any) -> T | None:
         """``fn(*args)``; ``None`` when unsupported or failed, :class:`GpuLost` when lost."""
-        nvml = self.nvml
         try:
             return fn(*args)
-        except nvml.NVMLError as exc:
-            code = getattr(exc, "value", None)
-            if code == nvml.NVML_ERROR_NOT_SUPPORTED or code == nvml.NVML_ERROR_FUNCTION_NOT_FOUND:
-                return None
-            if code == nvml.NVML_ERROR_GPU_IS_LOST:
-                raise GpuLost(str(exc)) from exc
-            where = getattr(fn, "__name__", "nvml")
-            safety.self_metrics.inc(QUERY_ERRORS, where)
-            safety.warn(f"gpu.query:{where}:{code}", "mlobs: NVML %s failed: %s", where, exc)
+        except self.nvml.NVMLError as exc:
+            self.failed(fn, exc)
             return None
+
+    def failed(self, fn: Callable[..., Any], exc: BaseException) -> None:
+        """Handle a failed query: nothing for an unsupported function, :class:`GpuLost` raised
+        for a device that fell off the bus, otherwise counted and logged once."""
+        nvml = self.nvml
+        code = getattr(exc, "value", None)
+        if code == nvml.NVML_ERROR_NOT_SUPPORTED or code == nvml.NVML_ERROR_FUNCTION_NOT_FOUND:
+            return
+        if code == nvml.NVML_ERROR_GPU_IS_LOST:
+            raise GpuLost(str(exc)) from exc
+        where = getattr(fn, "__name__", "nvml")
+        safety.self_metrics.inc(QUERY_ERRORS, where)
+        safety.warn(f"gpu.query:{where}:{code}", "mlobs: NVML %s failed: %s", where, exc)
 
 
 def as_text(value: Any) -> str:
