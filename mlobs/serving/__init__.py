@@ -1,0 +1,1 @@
+"""Serving instrumentation: ASGI and WSGI middleware for model-serving HTTP apps."""
