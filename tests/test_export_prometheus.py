@@ -329,7 +329,8 @@ def test_promtool_check_metrics_on_the_endpoint_reports_nothing(spool_dir: Path)
     mlobs.log(outside_run=1.0)
     safety.report("test.where", message="an internal error")  # counted, logged, not raised
     safety.self_metrics.inc("mlobs_export_writes_rejected_total", "otlp")
-    safety.self_metrics.inc("mlobs_gpu_query_errors_total", "nvml")  # one no table lists
+    safety.self_metrics.inc("mlobs_gpu_query_errors_total", "nvmlDeviceGetFanSpeed")
+    safety.self_metrics.inc("mlobs_feature_x_errors_total", "y")  # one no table lists
     safety.self_metrics.inc("not a metric name", "x")
     mlobs.flush()
     text = _get(_exporter().url or "")
@@ -337,7 +338,8 @@ def test_promtool_check_metrics_on_the_endpoint_reports_nothing(spool_dir: Path)
     assert _value(text, "mlobs_outside_run") == 1.0
     assert _value(text, "mlobs_internal_errors_total", where="test.where") == 1
     assert _value(text, "mlobs_export_writes_rejected_total", sink="otlp") == 1
-    assert _value(text, "mlobs_gpu_query_errors_total", key="nvml") == 1
+    assert _value(text, "mlobs_gpu_query_errors_total", function="nvmlDeviceGetFanSpeed") == 1
+    assert _value(text, "mlobs_feature_x_errors_total", key="y") == 1
     assert _value(text, "mlobs_calls_outside_run_total", call="log") == 1
     assert _value(text, "mlobs_records_exported_total", sink="prometheus") > 0
     assert _value(text, "mlobs_spool_backlog_records", sink="prometheus") is not None

@@ -73,6 +73,13 @@ SELF_COUNTERS: dict[str, tuple[str, str]] = {
     # the InfluxDB and OTLP sinks' own (their modules import optional libraries: names repeated)
     "mlobs_export_values_skipped_total": ("sink", "Values a sink's backend cannot store, skipped."),
     "mlobs_export_writes_rejected_total": ("sink", "Writes a backend refused as malformed."),
+    # the alert webhook's (mlobs.alerts.webhook)
+    "mlobs_alert_webhook_actions_total": ("decision", "What the alert webhook did, by decision."),
+    "mlobs_alert_webhook_requests_rejected_total": ("reason", "Webhook requests refused."),
+    # the GPU sampler's
+    "mlobs_gpu_query_errors_total": ("function", "NVML calls that failed, not as unsupported."),
+    "mlobs_gpu_samples_total": ("outcome", "GPU samples taken, by outcome."),
+    "mlobs_gpu_lost_total": ("uuid", "GPUs that stopped answering, by UUID."),
 }
 """Counters of :data:`mlobs.safety.self_metrics` served on ``/metrics``: label name and HELP.
 Other ``mlobs_..._total`` counters are served too, labelled ``sink`` when named
