@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from mlobs import __version__
+from mlobs.cli.alert_webhook import alert_webhook_cmd
 from mlobs.cli.common import BadInput
 from mlobs.cli.demo import demo_cmd
 from mlobs.cli.doctor import doctor_cmd
@@ -52,6 +53,7 @@ for command in (
     doctor_cmd,
     demo_cmd,
     gpu_exporter_cmd,
+    alert_webhook_cmd,
 ):
     cli.add_command(command)
 

@@ -73,7 +73,7 @@ SELF_COUNTERS: dict[str, tuple[str, str]] = {
     # the InfluxDB and OTLP sinks' own (their modules import optional libraries: names repeated)
     "mlobs_export_values_skipped_total": ("sink", "Values a sink's backend cannot store, skipped."),
     "mlobs_export_writes_rejected_total": ("sink", "Writes a backend refused as malformed."),
-    # the alert webhook's (mlobs.alerts.webhook)
+    # the alert webhook's (mlobs.alerts.actions, mlobs.alerts.webhook)
     "mlobs_alert_webhook_actions_total": ("decision", "What the alert webhook did, by decision."),
     "mlobs_alert_webhook_requests_rejected_total": ("reason", "Webhook requests refused."),
     # the GPU sampler's
