@@ -9,9 +9,12 @@ import click
 
 from mlobs import __version__
 from mlobs.cli.alert_webhook import alert_webhook_cmd
+from mlobs.cli.alerts import alerts_cmd
 from mlobs.cli.common import BadInput
+from mlobs.cli.dashboards import dashboards_cmd
 from mlobs.cli.demo import demo_cmd
 from mlobs.cli.doctor import doctor_cmd
+from mlobs.cli.drift import drift_cmd
 from mlobs.cli.export import export_cmd
 from mlobs.cli.gpu_exporter import gpu_exporter_cmd
 from mlobs.cli.replay import replay_cmd
@@ -54,6 +57,9 @@ for command in (
     demo_cmd,
     gpu_exporter_cmd,
     alert_webhook_cmd,
+    drift_cmd,
+    dashboards_cmd,
+    alerts_cmd,
 ):
     cli.add_command(command)
 

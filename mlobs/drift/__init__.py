@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlobs.drift.comparison import compare
     from mlobs.drift.decide import DatasetDrift, FeatureDrift, benjamini_hochberg
+    from mlobs.drift.monitor import DriftMonitor
     from mlobs.drift.profiles import Profile, ProfileError, merge_profiles, profile
     from mlobs.drift.stats import (
         TestResult,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CategoricalSummary",
     "DatasetDrift",
+    "DriftMonitor",
     "FeatureDrift",
     "NumericSummary",
     "Profile",
@@ -66,6 +68,7 @@ _HOMES = {
     "DatasetDrift": "decide",
     "FeatureDrift": "decide",
     "benjamini_hochberg": "decide",
+    "DriftMonitor": "monitor",
     "Profile": "profiles",
     "ProfileError": "profiles",
     "merge_profiles": "profiles",
