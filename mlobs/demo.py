@@ -4,7 +4,9 @@ Softmax regression trained by mini-batch SGD on a synthetic three-class dataset,
 (the ``demo`` extra). It exercises every kind of record: a run with lineage, params and tags;
 epochs with throughput; train and validation metrics; pipeline steps, one of which fails once
 with a transient error and is retried; and log lines, one of them carrying a (fake) secret that
-the spool handler redacts. It takes well under a second per epoch on a small CPU.
+the spool handler redacts. It takes well under a second per epoch on a small CPU. The model is
+then served (see :mod:`mlobs.demo_serving`): requests, latency and errors, drift of the incoming
+data against the training data's profile, and quality once the ground truth arrives.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ except ModuleNotFoundError as exc:  # numpy is an extra; say which one instead o
     ) from exc
 
 import mlobs
+import mlobs.drift
+from mlobs.demo_serving import ServingResult, feature_names, serve
 from mlobs.logs.redact import REDACTED
+from mlobs.quality import classification_quality, log_quality
 from mlobs.record.types import Kind
 from mlobs.spool.catalog import Catalog
 
@@ -47,6 +52,8 @@ class Data:
     y_val: IntArray
     x_test: FloatArray
     y_test: IntArray
+    mean: FloatArray
+    std: FloatArray
 
 
 @dataclass
@@ -62,6 +69,7 @@ class DemoResult:
     """Records of the run in the spool, by kind (``gauge``, ``log``, ``span``, ``event``)."""
     redacted_logs: int = 0
     spool_files: int = 0
+    serving: ServingResult = field(default_factory=ServingResult)
 
 
 class _FlakyStore:
@@ -69,6 +77,7 @@ class _FlakyStore:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.centers = np.zeros((CLASSES, FEATURES))
 
     def fetch(self, rng: np.random.Generator) -> tuple[FloatArray, IntArray]:
         self.calls += 1
@@ -76,9 +85,13 @@ class _FlakyStore:
         if self.calls == 1:
             log.warning("dataset store reset the connection; the step will be retried")
             raise ConnectionResetError("dataset store reset the connection (transient)")
-        centers = rng.normal(0.0, 2.2, size=(CLASSES, FEATURES))
-        y = rng.integers(0, CLASSES, size=SAMPLES)
-        x = centers[y] + rng.normal(0.0, 1.6, size=(SAMPLES, FEATURES))
+        self.centers = rng.normal(0.0, 2.2, size=(CLASSES, FEATURES))
+        return self.draw(rng, SAMPLES)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[FloatArray, IntArray]:
+        """``n`` rows from the store's distribution (for serving, after training)."""
+        y = rng.integers(0, CLASSES, size=n)
+        x = self.centers[y] + rng.normal(0.0, 1.6, size=(n, FEATURES))
         return x, y
 
 
@@ -113,7 +126,9 @@ def train_model(epochs: int, directory: Path, seed: int = 7) -> DemoResult:
         mean, std = x[:n_train].mean(axis=0), x[:n_train].std(axis=0) + 1e-9
         x = (x - mean) / std
         cut = n_train + n_val
-        return Data(x[:n_train], y[:n_train], x[n_train:cut], y[n_train:cut], x[cut:], y[cut:])
+        return Data(
+            x[:n_train], y[:n_train], x[n_train:cut], y[n_train:cut], x[cut:], y[cut:], mean, std
+        )
 
     @mlobs.step("train")
     def train(data: Data) -> tuple[FloatArray, FloatArray]:
@@ -152,6 +167,9 @@ def train_model(epochs: int, directory: Path, seed: int = 7) -> DemoResult:
     def evaluate(w: FloatArray, b: FloatArray, data: Data) -> float:
         loss, acc = _loss_accuracy(w, b, data.x_test, data.y_test)
         mlobs.log(loss=loss, accuracy=acc, split="test")
+        scores = _softmax(data.x_test @ w + b)
+        report = classification_quality(data.y_test, scores.argmax(axis=1), y_score=scores)
+        log_quality(report, labels={"split": "test"})
         log.info("test accuracy %.3f", acc)
         return acc
 
@@ -180,10 +198,23 @@ def train_model(epochs: int, directory: Path, seed: int = 7) -> DemoResult:
     ) as run:
         x, y = load_data()
         data = preprocess(x, y)
+        # what serving will be compared with: stored with the run
+        reference = mlobs.drift.profile(
+            dict(zip(feature_names(FEATURES), data.x_train.T, strict=True))
+        )
         w, b = train(data)
         evaluate(w, b, data)
         model_path = save(w, b, run.run_id)
-    return DemoResult(run.run_id, run.name, model_path, directory)
+    result = DemoResult(run.run_id, run.name, model_path, directory)
+    x_new, y_new = store.draw(rng, 20_000)  # what the served model will see
+    with mlobs.run(name="demo-serving", model=("softmax-regression", "1.0")):
+        result.serving = serve(
+            lambda rows: np.asarray((rows @ w + b).argmax(axis=1)),
+            reference,
+            (x_new - data.mean) / data.std,
+            y_new,
+        )
+    return result
 
 
 def run_demo(epochs: int = 8, directory: str | Path = ".mlobs") -> DemoResult:
@@ -242,9 +273,22 @@ def print_summary(result: DemoResult, cli_prefix: str = "mlobs") -> None:
     )
     out.print(Text("sinks:  none configured, so everything stays in the spool (see the README)"))
     out.print(Text(f"model:  {result.model_path}"))
+    served = result.serving
+    accuracy = "n/a" if served.last_accuracy is None else f"{served.last_accuracy:.3f}"
+    drifted = ", ".join(served.drifted_features) or "none"
+    out.print(
+        Text(
+            f"served: {served.requests} requests ({served.errors} errors) in run demo-serving; "
+            f"drift in {served.drifted_windows} of {served.drift_windows} windows "
+            f"(features: {drifted}); {served.quality_windows} quality windows, last accuracy "
+            f"{accuracy}"
+        )
+    )
     for i, split in enumerate(("train", "val", "test")):
         values = {
-            k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.startswith(split + "/")
+            k.split("/", 1)[1]: v
+            for k, v in result.metrics.items()
+            if k in (f"{split}/loss", f"{split}/accuracy")
         }
         label = "final:  " if i == 0 else " " * 8
         out.print(

@@ -53,9 +53,18 @@ class AmbiguousRun(CatalogError):
 
 
 def metric_key(record: Record) -> str:
-    """``split/name`` for a point with a split attribute, else the bare name."""
-    split = record.attrs.get("split") if record.attrs else None
-    return f"{split}/{record.name}" if split else record.name
+    """``split/name`` for a point with a split attribute, else the bare name; other labels
+    follow in braces (``drift_score{feature=age,test=psi}``) so labelled series stay apart."""
+    attrs = record.attrs
+    if not attrs:
+        return record.name
+    labels = sorted(f"{k}={v}" for k, v in attrs.items() if k not in _NOT_IN_KEY)
+    name = f"{record.name}{{{','.join(labels)}}}" if labels else record.name
+    split = attrs.get("split")
+    return f"{split}/{name}" if split else name
+
+
+_NOT_IN_KEY = frozenset(("split", "scope"))
 
 
 @dataclass
