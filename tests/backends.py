@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from .servers.alertmanager import AlertmanagerServer
 from .servers.base import (
     INSTALL_HINT,
     BackendError,
@@ -95,6 +96,21 @@ def prometheus_server(
             extra_config,
             scrape_self,
         )
+        _start(request, server)
+        return server
+
+    return factory
+
+
+@pytest.fixture
+def alertmanager_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[..., AlertmanagerServer]:
+    """Factory: ``alertmanager_server(config)`` starts an Alertmanager (clustering off) with
+    ``config`` (a document, or the path of a file) and returns it."""
+
+    def factory(config: dict[str, Any] | Path) -> AlertmanagerServer:
+        server = AlertmanagerServer(_unique_dir(tmp_path, "alertmanager"), config)
         _start(request, server)
         return server
 

@@ -140,11 +140,11 @@ def test_fastapi_under_uvicorn(served: tuple[str, Rows], sink: InMemoryExporter)
         return tuple(sorted((*base_labels, *labels.items())))
 
     # route templates, never raw paths; ids past the 2,000th are all one series
-    assert requests[key(route="/items/{item_id}", method="GET", status="200")] == 1995
-    assert requests[key(route="/items/{item_id}", method="GET", status="500")] == 5
-    assert requests[key(route="/items/{item_id}", method="GET", status="503")] == 3
-    assert requests[key(route="/predict/{model_id}", method="POST", status="200")] == 500
-    assert requests[key(route="/nowhere/{id}", method="GET", status="404")] == 10
+    assert requests[key(route="/items/{item_id}", method="GET", code="200")] == 1995
+    assert requests[key(route="/items/{item_id}", method="GET", code="500")] == 5
+    assert requests[key(route="/items/{item_id}", method="GET", code="503")] == 3
+    assert requests[key(route="/predict/{model_id}", method="POST", code="200")] == 500
+    assert requests[key(route="/nowhere/{id}", method="GET", code="404")] == 10
     assert sum(requests.values()) == 2513  # the health checks are not recorded
     errors = counts(sink, n.ERRORS)
     assert errors[key(route="/items/{item_id}", error_class="server")] == 3
@@ -220,11 +220,11 @@ def test_flask_under_werkzeug(flask_served: tuple[str, Rows], sink: InMemoryExpo
     assert (
         requests[
             (
+                ("code", "200"),
                 ("method", "GET"),
                 ("model", "churn"),
                 ("model_version", ""),
                 ("route", "/users/<int:user_id>"),
-                ("status", "200"),
             )
         ]
         == 999

@@ -82,7 +82,7 @@ class RequestRecorder:
     def _attrs(self, *key: str) -> dict[str, Any]:
         found = self._labels.get(key)
         if found is None:
-            names = ("route", "method", "status", "error_class")
+            names = ("route", "method", "code", "error_class")
             found = {**self._base, **{k: v for k, v in zip(names, key, strict=False) if v}}
             self._labels[key] = found
         return found
