@@ -111,6 +111,7 @@ def header() -> str:
             "python bench/bench_prometheus.py --write",
             "python bench/bench_otlp.py --write",
             "python bench/bench_fluentd.py --write",
+            "python bench/bench_serving.py --write   # serving middleware (issue 8)",
             "```",
         ]
     )
