@@ -149,10 +149,10 @@ def report(result: Result) -> tuple[str, bool]:
     text = "\n\n".join(
         [
             "### Per-request cost, in-process ASGI",
-            f"{result.n:,} requests per repeat (GET with a path parameter and POST with a JSON body, "
-            f"alternating), {len(result.us['bare'])} repeats, cases interleaved after a warm-up. "
-            "Microseconds per request; the overhead is the case minus the bare app in the same "
-            "repeat. Median (min–max).",
+            f"{result.n:,} requests per repeat (GET with a path parameter and POST with a JSON "
+            f"body, alternating), {len(result.us['bare'])} repeats, cases interleaved after a "
+            "warm-up. Microseconds per request; the overhead is the case minus the bare app in "
+            "the same repeat. Median (min–max).",
             table(["case", "µs per request", "overhead over bare, µs"], rows),
             table(
                 [
