@@ -28,7 +28,7 @@ import mlobs
 import mlobs.drift
 from mlobs.demo_serving import ServingResult, feature_names, serve
 from mlobs.logs.redact import REDACTED
-from mlobs.quality import classification_quality, log_quality
+from mlobs.quality import classification_quality, log_quality, regression_quality
 from mlobs.record.types import Kind
 from mlobs.spool.catalog import Catalog
 
@@ -170,6 +170,13 @@ def train_model(epochs: int, directory: Path, seed: int = 7) -> DemoResult:
         scores = _softmax(data.x_test @ w + b)
         report = classification_quality(data.y_test, scores.argmax(axis=1), y_score=scores)
         log_quality(report, labels={"split": "test"})
+        # a second, tiny model for the regression KPIs: feature 0 from the others, least squares
+        ones = np.ones((len(data.y_train), 1))
+        coef, *_ = np.linalg.lstsq(np.hstack([data.x_train[:, 1:], ones]), data.x_train[:, 0])
+        test_ones = np.ones((len(data.y_test), 1))
+        estimate = np.hstack([data.x_test[:, 1:], test_ones]) @ coef
+        regression = regression_quality(data.x_test[:, 0], estimate)
+        log_quality(regression, labels={"split": "test", "model": "f0-regressor"})
         log.info("test accuracy %.3f", acc)
         return acc
 
@@ -213,6 +220,7 @@ def train_model(epochs: int, directory: Path, seed: int = 7) -> DemoResult:
             reference,
             (x_new - data.mean) / data.std,
             y_new,
+            reference_predictions=(data.x_train @ w + b).argmax(axis=1),
         )
     return result
 

@@ -97,6 +97,7 @@ def serve(
     reference: Profile,
     x_pool: np.ndarray,
     y_pool: np.ndarray,
+    reference_predictions: np.ndarray | None = None,
     seed: int = 11,
 ) -> ServingResult:
     """Serve ``REQUESTS`` requests drawn from ``x_pool``; the second half shifted on one feature.
@@ -111,6 +112,7 @@ def serve(
         window=WINDOW_ROWS,
         background=False,  # the demo waits for every window anyway
         on_window=windows.append,
+        prediction_reference=reference_predictions,
     )
 
     def rows_as_dicts(body: Any) -> list[dict[str, float]]:

@@ -5,6 +5,7 @@
 #     fetched with a private apt configuration and unpacked into .backends/ (the system's apt setup
 #     is left untouched), exposed as .backends/bin/<name>;
 #   - PyPI oteltap (OTLP logs/traces receiver) into the project's .venv.
+#   - npm @grafana/schema + typescript into scripts/dashboards-typecheck (the dashboards' tsc check).
 # Idempotent: components already present are skipped. Packaged services are not started.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -177,4 +178,17 @@ else
   "$py" -m pip install --quiet --disable-pip-version-check oteltap ||
     die "pip install oteltap failed"
   echo "oteltap (PyPI): installed"
+fi
+
+# --- 4. npm packages of the dashboards' type check (scripts/dashboards-typecheck) ------------------
+# @grafana/schema and typescript, at the versions of its package-lock.json; again when that changes.
+typecheck="$root/scripts/dashboards-typecheck"
+if [ -f "$typecheck/node_modules/.package-lock.json" ] &&
+  [ ! "$typecheck/package-lock.json" -nt "$typecheck/node_modules/.package-lock.json" ]; then
+  echo "dashboards type-check packages (npm): already present"
+else
+  command -v npm >/dev/null 2>&1 || die "npm is missing (node 20 and npm are needed)"
+  (cd "$typecheck" && npm ci --no-audit --no-fund) >"$backends/npm-ci.log" 2>&1 ||
+    die "npm ci in scripts/dashboards-typecheck failed; see $backends/npm-ci.log"
+  echo "dashboards type-check packages (npm): installed"
 fi
