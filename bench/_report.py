@@ -106,6 +106,7 @@ def header() -> str:
             "python bench/bench_core.py --quick   # smoke run, small sizes",
             "python bench/bench_core.py --write   # full run, rewrites its section below",
             "python bench/bench_gpu.py --write    # GPU sampler (NVML stand-in when no GPU)",
+            "python bench/bench_drift.py --write  # drift against Evidently and scipy (~10 min)",
             "# the sinks: each starts its real server on loopback (scripts/backends.sh)",
             "python bench/bench_influxdb.py --write",
             "python bench/bench_prometheus.py --write",

@@ -112,10 +112,12 @@ def psi_rows(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 
 def js_rows(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Jensen-Shannon distance per row, base 2 (in [0, 1]); as ``scipy.spatial.distance``."""
+    """Jensen-Shannon distance per row, natural log (in [0, sqrt(ln 2)] ~ [0, 0.83]), as
+    ``scipy.spatial.distance.jensenshannon`` with its default base and as Evidently computes it,
+    so that the shared threshold of 0.1 means the same thing."""
     p, q = shares(reference), shares(current)
     m = (p + q) / 2.0
-    divergence = (rel_entr(p, m).sum(axis=-1) + rel_entr(q, m).sum(axis=-1)) / np.log(2.0)
+    divergence = rel_entr(p, m).sum(axis=-1) + rel_entr(q, m).sum(axis=-1)
     out: np.ndarray = np.sqrt(np.maximum(divergence, 0.0) / 2.0)
     return out
 

@@ -35,7 +35,7 @@ WASSERSTEIN_THRESHOLD = 0.1
 PSI_THRESHOLD = 0.1
 """PSI: drift at 0.1 (Evidently); by convention 0.1-0.2 is a moderate shift, over 0.2 major."""
 JS_THRESHOLD = 0.1
-"""Jensen-Shannon distance, base 2: drift at 0.1 (Evidently)."""
+"""Jensen-Shannon distance (natural log, as scipy's default and Evidently): drift at 0.1."""
 ANDERSON_ALPHA = 0.1
 """Anderson-Darling k-sample: drift when p < 0.1 (Evidently's ``anderson``)."""
 CHI_SQUARE_ALPHA = 0.05
@@ -184,7 +184,7 @@ def psi(
 def jensen_shannon(
     reference: Numeric, current: Numeric, *, threshold: float = JS_THRESHOLD, bins: int = BINS
 ) -> TestResult:
-    """Jensen-Shannon distance (base 2, in [0, 1]) on the same bins as :func:`psi`."""
+    """Jensen-Shannon distance (natural log) on the same bins as :func:`psi`."""
     pair = numeric_histograms(
         "jensen_shannon", numeric_summary(reference), numeric_summary(current), bins, threshold
     )
@@ -285,7 +285,7 @@ def psi_categorical(
 def jensen_shannon_categorical(
     reference: Categorical, current: Categorical, *, threshold: float = JS_THRESHOLD
 ) -> TestResult:
-    """Jensen-Shannon distance (base 2) over the categories of both sides."""
+    """Jensen-Shannon distance (natural log) over the categories of both sides."""
     return _category_test("jensen_shannon", reference, current, threshold)
 
 
