@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,18 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def maxrss_mb() -> float:
+    """Peak resident set of this process so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def rss_mb() -> float:
+    """Resident set of this process now, MB (``ru_maxrss`` may be above it, from earlier work)."""
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def versions(*dists: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import random
 import resource
 import shutil
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _report import Stats, measured_line, table, verdict, write_section
+from _report import Stats, maxrss_mb, measured_line, rss_mb, table, verdict, write_section
 
 import mlobs
 
@@ -221,18 +220,6 @@ def report_log(r: LogResult) -> tuple[str, bool]:
 # -- 2. one million values to the spool ----------------------------------------------------------
 
 
-def _maxrss_mb() -> float:
-    """Peak resident set of this process so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _rss_mb() -> float:
-    """Resident set of this process now, MB (``ru_maxrss`` may be above it, from earlier work)."""
-    with open("/proc/self/statm", encoding="ascii") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def count_spool_rows(directory: str | Path, name: str) -> dict[str, Any]:
     """Gauge records across every ``spool-*.db`` in ``directory``, read back through
     ``SpoolReader`` as the sinks read them: all of them, and those of one metric (count, distinct
@@ -274,8 +261,8 @@ def spool_child(n: int) -> dict[str, Any]:
         log = mlobs.log
         with mlobs.run("bench-spool"), mlobs.epoch(0):
             gc.collect()
-            rss_now0 = _rss_mb()
-            rss0 = _maxrss_mb()
+            rss_now0 = rss_mb()
+            rss0 = maxrss_mb()
             sampler.start()
             t0 = time.perf_counter()
             for i in range(n):
@@ -284,7 +271,7 @@ def spool_child(n: int) -> dict[str, Any]:
             mlobs.flush()
             t2 = time.perf_counter()
             done.set()
-            rss1 = _maxrss_mb()
+            rss1 = maxrss_mb()
         sampler.join()
         mlobs.shutdown()
         counts = count_spool_rows(tmp, "loss")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _report import Stats, table, verdict
+from _report import Stats, maxrss_mb, rss_mb, table, verdict
 from _sinks import finish, parse_args, rotated, stage
 
 PEERS = ("evidently", "scipy", "numpy", "pandas")
@@ -109,18 +108,6 @@ def frame(shape: Shape, seed: int, current: bool) -> Any:
 
 
 # -- the cases, each in a child process ----------------------------------------------------------
-
-
-def _maxrss_mb() -> float:
-    """Peak resident set of this process so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _rss_mb() -> float:
-    """Resident set of this process now, MB."""
-    with open("/proc/self/statm", encoding="ascii") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _mlobs_case(shape: Shape, profile_path: str) -> dict[str, Any]:
@@ -229,11 +216,11 @@ def _profile_case(shape: Shape, profile_path: str) -> dict[str, Any]:
 
 def _measure(body: Callable[[], list[str]]) -> dict[str, Any]:
     gc.collect()
-    rss_data = _rss_mb()
+    rss_data = rss_mb()
     t0 = time.perf_counter()
     drifted = body()
     wall = time.perf_counter() - t0
-    peak = _maxrss_mb()
+    peak = maxrss_mb()
     return {
         "wall_s": wall,
         "rss_data_mb": rss_data,

@@ -13,6 +13,7 @@ import mlobs
 from mlobs import runtime, safety
 from mlobs.distributed import LAUNCHER_VARS
 from mlobs.export.memory import InMemoryExporter
+from tests.clock import FakeClock
 
 pytest_plugins = ["tests.backends", "tests.nvml_standin.fixture"]
 
@@ -46,3 +47,9 @@ def sink(spool_dir: Path) -> InMemoryExporter:
     memory = InMemoryExporter()
     mlobs.configure(dir=str(spool_dir), exporters=[memory], flush_interval=0.05)
     return memory
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock at 1000 s that the test moves: ``clock.now += 30``."""
+    return FakeClock()

@@ -31,6 +31,7 @@ from mlobs.alerts.webhook_config import ConfigError, load_config, parse_config
 from mlobs.cli.main import cli
 from mlobs.record.types import Kind
 from mlobs.spool.catalog import Catalog
+from tests.clock import FakeClock
 from tests.servers.base import Server, find_binary, free_port, http
 
 SECRET = "s3cret-for-tests"
@@ -44,14 +45,6 @@ with open(sys.argv[1], "a") as f:
     f.write(json.dumps(seen) + "\\n")
 print("retraining", seen.get("MLOBS_ALERT_RUN_ID"))
 """
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -240,7 +233,7 @@ def test_cooldown_skips_a_repeat_but_not_another_run_and_ends_after_its_time(
     serve: Callable[..., AlertWebhook], spool: Path, record_env: tuple[list[str], Path]
 ) -> None:
     command, out = record_env
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     rule = {"alertname": "ModelDrift", "command": command, "cooldown": 600}
     webhook = serve({"rules": [rule]}, clock=clock)
     assert decisions(post(webhook, notification(alert(run_id="r1")))[1]) == ["queued"]

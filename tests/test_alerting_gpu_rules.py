@@ -8,14 +8,13 @@ silently leave a DCGM name without data.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from mlobs.gpu.names import METRICS, THROTTLE_REASONS
 
-from .servers.base import find_binary
+from .servers.base import assert_ok, run_tool
 
 ALERTING = Path(__file__).resolve().parents[1] / "alerting"
 RULES = ALERTING / "gpu-dcgm-compat.rules.yml"
@@ -52,29 +51,14 @@ def _values(path: Path, key: str) -> list[str]:
     return values
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [find_binary("promtool"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _assert_ok(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, (
-        f"{' '.join(result.args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    )
-
-
 @pytest.mark.slow
 def test_promtool_check_rules_passes() -> None:
-    _assert_ok(_promtool("check", "rules", str(RULES)))
+    assert_ok(run_tool("promtool", "check", "rules", str(RULES)))
 
 
 @pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
-    _assert_ok(_promtool("test", "rules", str(RULE_TESTS)))
+    assert_ok(run_tool("promtool", "test", "rules", str(RULE_TESTS)))
 
 
 def test_reader_sees_one_expression_per_rule() -> None:

@@ -10,8 +10,6 @@ same run is inhibited, and a warning of another run is posted to Slack only.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from mlobs.alerts import (
 )
 
 from .servers.alertmanager import AlertmanagerServer, SlackRecorder, SmtpRecorder
-from .servers.base import find_binary
+from .servers.base import assert_ok, fail_or_skip, run_tool
 
 ALERTING = Path(__file__).resolve().parents[1] / "alerting"
 CONFIG = ALERTING / "alertmanager.yml"
@@ -39,12 +37,6 @@ DASHBOARDS = "http://localhost:3000/d"
 def _committed() -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     return config
-
-
-def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [find_binary("amtool"), *args], capture_output=True, text=True, timeout=60
-    )
 
 
 def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -62,8 +54,8 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 @pytest.mark.slow
 def test_amtool_accepts_the_configuration_and_its_templates() -> None:
-    result = _amtool("check-config", str(CONFIG))
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_tool("amtool", "check-config", str(CONFIG))
+    assert_ok(result)
     assert "SUCCESS" in result.stdout
     assert "1 templates" in result.stdout
 
@@ -81,8 +73,8 @@ def test_amtool_accepts_the_configuration_and_its_templates() -> None:
     ],
 )
 def test_routes_by_team_and_severity(labels: tuple[str, ...], receiver: str) -> None:
-    result = _amtool("config", "routes", "test", f"--config.file={CONFIG}", *labels)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_tool("amtool", "config", "routes", "test", f"--config.file={CONFIG}", *labels)
+    assert_ok(result)
     assert result.stdout.strip() == receiver
 
 
@@ -137,11 +129,10 @@ def test_parameters_add_teams_and_drop_smtp_auth(tmp_path: Path) -> None:
     path = tmp_path / "alertmanager.yml"
     config["templates"] = [str(ALERTING / "templates" / "*.tmpl")]
     path.write_text(json.dumps(config))
-    result = _amtool("check-config", str(path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    routed = _amtool(
-        "config", "routes", "test", f"--config.file={path}", "team=data", "severity=critical"
-    )
+    result = run_tool("amtool", "check-config", str(path))
+    assert_ok(result)
+    labels = ("team=data", "severity=critical")
+    routed = run_tool("amtool", "config", "routes", "test", f"--config.file={path}", *labels)
     assert routed.stdout.strip() == "data-email-slack"
     with pytest.raises(ParamError, match="email_to has no entry for team"):
         apply_overrides(AlertmanagerParams(), {"teams": "ml,platform,data"})
@@ -155,10 +146,7 @@ def smtp() -> Iterator[SmtpRecorder]:
     try:
         import aiosmtpd  # noqa: F401 (the stand-in's SMTP server)
     except ImportError:
-        message = "PyPI aiosmtpd missing; pip install -e '.[dev]'"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        fail_or_skip("PyPI aiosmtpd missing; pip install -e '.[dev]'")
     server = SmtpRecorder()
     server.start()
     yield server

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from mlobs.drift import names as drift_names
 from mlobs.export import prom_names
 from mlobs.serving import names as serving_names
 
-from .servers.base import find_binary
+from .servers.base import assert_ok, run_tool
 
 ALERTING = Path(__file__).resolve().parents[1] / "alerting"
 RUNBOOK = ALERTING / "runbook.md"
@@ -52,18 +51,6 @@ def _rules(path: Path) -> list[dict[str, Any]]:
 
 def _committed_alerts() -> list[tuple[str, dict[str, Any]]]:
     return [(area, rule) for area in AREAS for rule in _rules(ALERTING / rule_file(area))]
-
-
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [find_binary("promtool"), *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def _assert_ok(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, (
-        f"{' '.join(result.args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    )
 
 
 def _slug(heading: str) -> str:
@@ -100,13 +87,13 @@ def test_committed_files_equal_a_fresh_generation() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("area", AREAS)
 def test_promtool_check_rules(area: str) -> None:
-    _assert_ok(_promtool("check", "rules", str(ALERTING / rule_file(area))))
+    assert_ok(run_tool("promtool", "check", "rules", str(ALERTING / rule_file(area))))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("area", AREAS)
 def test_promtool_unit_tests(area: str) -> None:
-    _assert_ok(_promtool("test", "rules", str(ALERTING / "tests" / f"{area}.test.yml")))
+    assert_ok(run_tool("promtool", "test", "rules", str(ALERTING / "tests" / f"{area}.test.yml")))
 
 
 def test_every_alert_has_severity_team_and_annotations() -> None:
@@ -230,7 +217,7 @@ def test_parameters_reach_every_rule_and_promtool_accepts_them(tmp_path: Path) -
     for area in AREAS:
         path = tmp_path / rule_file(area)
         path.write_text(files[rule_file(area)])
-        _assert_ok(_promtool("check", "rules", str(path)))
+        assert_ok(run_tool("promtool", "check", "rules", str(path)))
     training = _rules(tmp_path / rule_file("training"))
     for rule in training:
         assert 'job="train", env=~"prod|staging"' in rule["expr"], rule["alert"]

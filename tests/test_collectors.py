@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.servers.base import REPO, find_binary
+from tests.servers.base import REPO, assert_ok, run_tool
 from tests.test_compose import (
     assert_reaches,
     bind_mounts,
@@ -77,14 +77,6 @@ def _container_root(service: str, tmp_path: Path) -> Path:
     return root
 
 
-def _tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([find_binary(name), *args], capture_output=True, text=True, timeout=60)
-
-
-def _assert_ok(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def _command_flags(service: str) -> list[str]:
     return [str(arg) for arg in services()[service].get("command") or []]
 
@@ -125,8 +117,8 @@ def test_promtool_accepts_the_config_as_the_container_sees_it(tmp_path: Path) ->
     config["rule_files"] = [str(root / p.lstrip("/")) for p in config["rule_files"]]
     path = root / PROMETHEUS_CONFIG.lstrip("/")
     path.write_text(yaml.safe_dump(config))
-    result = _tool("promtool", "check", "config", str(path))
-    _assert_ok(result)
+    result = run_tool("promtool", "check", "config", str(path))
+    assert_ok(result)
     output = result.stdout + result.stderr
     assert f"SUCCESS: {len(_rule_files())} rule files found" in output, output
 
@@ -134,7 +126,7 @@ def test_promtool_accepts_the_config_as_the_container_sees_it(tmp_path: Path) ->
 @pytest.mark.slow
 def test_promtool_accepts_every_mounted_rule_file() -> None:
     files = _rule_files()
-    _assert_ok(_tool("promtool", "check", "rules", *map(str, files)))
+    assert_ok(run_tool("promtool", "check", "rules", *map(str, files)))
 
 
 def test_prometheus_targets_are_services_of_the_stack() -> None:
@@ -199,8 +191,8 @@ def _alertmanager() -> dict[str, Any]:
 @pytest.mark.slow
 def test_amtool_accepts_the_config_as_the_container_sees_it(tmp_path: Path) -> None:
     root = _container_root("alertmanager", tmp_path)
-    result = _tool("amtool", "check-config", str(root / ALERTMANAGER_CONFIG.lstrip("/")))
-    _assert_ok(result)
+    result = run_tool("amtool", "check-config", str(root / ALERTMANAGER_CONFIG.lstrip("/")))
+    assert_ok(result)
     assert "SUCCESS" in result.stdout
 
 
@@ -459,7 +451,7 @@ def test_influxdb_init_scripts_parse_and_read_only_what_compose_sets() -> None:
     env = environment("influxdb")
     for script in scripts:
         assert os.access(script, os.X_OK), f"{script}: the image runs executable scripts only"
-        _assert_ok(subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True))
+        assert_ok(subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True))
         for name in set(re.findall(r"\$\{(\w+)", script.read_text())):
             # the image exports DOCKER_INFLUXDB_INIT_*_ID itself after its setup
             if not re.fullmatch(r"DOCKER_INFLUXDB_INIT_\w+_ID", name):

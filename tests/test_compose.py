@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.servers.base import INSTALL_HINT, REPO, find_binary
+from tests.servers.base import INSTALL_HINT, REPO, fail_or_skip, find_binary
 
 COMPOSE_DIR = REPO / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
@@ -188,12 +188,6 @@ def assert_pinned(image: str, *, what: str) -> None:
     assert _PINNED_TAG.match(tag), f"{what}: {image} is not pinned to an exact version"
 
 
-def _fail_or_skip(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 # --- docker compose and the compose-spec schema -------------------------------------------------
 
 
@@ -227,7 +221,7 @@ def test_compose_resolves_the_trainer_environment() -> None:
 @pytest.mark.slow
 def test_compose_spec_schema_accepts_the_stack() -> None:
     if importlib.util.find_spec("check_jsonschema") is None:
-        _fail_or_skip(f"check-jsonschema missing; pip install -e '.[dev]' ({INSTALL_HINT})")
+        fail_or_skip(f"check-jsonschema missing; pip install -e '.[dev]' ({INSTALL_HINT})")
     command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec"]
     result = subprocess.run(
         [*command, str(COMPOSE_FILE)], capture_output=True, text=True, timeout=60

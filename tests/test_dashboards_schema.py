@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers.base import fail_or_skip
+
 REPO = Path(__file__).resolve().parents[1]
 CHECKER = REPO / "scripts" / "dashboards-typecheck"
 COMMITTED = REPO / "dashboards"
@@ -31,9 +33,7 @@ def _checker() -> list[str]:
     elif not (CHECKER / "node_modules" / "typescript").is_dir():
         problem = f"the type-check packages are not installed in {CHECKER}: run scripts/backends.sh"
     if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(problem, pytrace=False)
-        pytest.skip(problem)
+        fail_or_skip(problem)
     assert node is not None
     return [node, str(CHECKER / "check.mjs")]
 

@@ -32,6 +32,7 @@ from google.protobuf import (  # type: ignore[import-untyped]
 
 from mlobs import safety
 from mlobs.gpu.podresources import PODRESOURCES_ERRORS, PodRef, PodResources
+from tests.clock import FakeClock
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
 
@@ -210,25 +211,12 @@ class KubeletStandin:
         return data
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def kubelet(tmp_path: Path) -> Iterator[KubeletStandin]:
     standin = KubeletStandin(tmp_path / "kubelet.sock")
     standin.start()
     yield standin
     standin.stop()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def _client(socket: Path, clock: FakeClock, timeout: float = 2.0) -> PodResources:

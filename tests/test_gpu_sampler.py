@@ -16,19 +16,10 @@ from mlobs.gpu.collect import Reading
 from mlobs.gpu.devices import parse_visible
 from mlobs.gpu.nvml import Nvml
 from mlobs.gpu.sampler import GpuSampler
+from tests.clock import FakeClock
 from tests.nvml_standin import FakeNvml, device
 
 pytest.importorskip("pynvml")
-
-
-class Clock:
-    """A monotonic clock the test moves, for NVML's re-initialisation backoff."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def sampler(
@@ -36,11 +27,11 @@ def sampler(
     *,
     env: dict[str, str] | None = None,
     scope: str = "run",
-    clock: Clock | None = None,
+    clock: FakeClock | None = None,
     events: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> GpuSampler:
     lib = fake.load_in_process()
-    nvml = Nvml(lib, clock=clock or Clock())
+    nvml = Nvml(lib, clock=clock or FakeClock())
     on_event = None if events is None else (lambda name, attrs: events.append((name, attrs)))
     return GpuSampler(
         lambda readings, ts: None, nvml=nvml, env=env or {}, scope=scope, on_event=on_event
@@ -200,7 +191,7 @@ def test_a_lost_gpu_is_an_event_and_a_failed_status_while_others_keep_sampling(
     fake_nvml: FakeNvml,
 ) -> None:
     fake_nvml.write({"devices": [device(0), device(1)]})
-    clock = Clock()
+    clock = FakeClock()
     events: list[tuple[str, dict[str, Any]]] = []
     s = sampler(fake_nvml, clock=clock, events=events)
     assert s.open()
@@ -228,7 +219,7 @@ def test_a_lost_gpu_is_an_event_and_a_failed_status_while_others_keep_sampling(
 
 def test_reinitialisation_backs_off(fake_nvml: FakeNvml) -> None:
     fake_nvml.write({"devices": [device(0)]})
-    clock = Clock()
+    clock = FakeClock()
     s = sampler(fake_nvml, clock=clock)
     assert s.open()
     fake_nvml.update_device(0, lost=True)

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .servers.base import find_binary
+from .servers.base import assert_ok, fail_or_skip, run_tool
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "helm" / "mlobs"
@@ -47,23 +47,17 @@ CRD_GROUP = "monitoring.coreos.com/"
 SCRAPE_JOB = re.compile(r"mlobs.*")
 
 
-def _fail_or_skip(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def helm() -> ModuleType:
     """helm_python, with its shared library loaded (it ships in the wheel; nothing is fetched)."""
     try:
         import helm_python
     except ImportError as exc:
-        _fail_or_skip(f"helm-python-sdk is not installed ({exc}); pip install -e '.[dev]'")
+        fail_or_skip(f"helm-python-sdk is not installed ({exc}); pip install -e '.[dev]'")
     try:
         helm_python.helm_sdk_version()
     except (OSError, helm_python.HelmLibraryError) as exc:
-        _fail_or_skip(f"helm-python-sdk could not load its Helm library: {exc}")
+        fail_or_skip(f"helm-python-sdk could not load its Helm library: {exc}")
     return helm_python
 
 
@@ -402,13 +396,7 @@ def test_promtool_accepts_the_rendered_rules(
     rule = _only(everything_docs, "PrometheusRule")
     path = tmp_path / "rendered.rules.yml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    result = subprocess.run(
-        [find_binary("promtool"), "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_ok(run_tool("promtool", "check", "rules", str(path)))
 
 
 # --- Grafana dashboards -------------------------------------------------------------------------
@@ -715,13 +703,8 @@ def test_amtool_accepts_the_rendered_alertmanager_config(helm: ModuleType, tmp_p
         (tmp_path / "config" / key).write_text(text)
     config = yaml.safe_load(data["alertmanager.yaml"])
     assert all(p.startswith(str(tmp_path / "secrets") + "/") for p in _file_paths(config))
-    result = subprocess.run(
-        [find_binary("amtool"), "check-config", str(tmp_path / "config" / "alertmanager.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_tool("amtool", "check-config", str(tmp_path / "config" / "alertmanager.yaml"))
+    assert_ok(result)
     templates = len(list((ALERTING / "templates").glob("*.tmpl")))
     assert f" - {templates} templates" in result.stdout, "amtool found and parsed the templates"
 

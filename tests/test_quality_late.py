@@ -12,19 +12,7 @@ import mlobs
 from mlobs import safety
 from mlobs.quality import ClassificationQuality, LateLabels, RegressionQuality
 from mlobs.testing import InMemoryExporter
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+from tests.clock import FakeClock
 
 
 @pytest.fixture

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
-import threading
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import click
 
@@ -22,7 +17,7 @@ from mlobs import runtime
 from mlobs.alerts.actions import SECRET_ENV
 from mlobs.alerts.webhook import DEFAULT_ADDR, DEFAULT_PORT, AlertWebhook, read_secret_file
 from mlobs.alerts.webhook_config import ConfigError, load_config
-from mlobs.cli.common import BadInput, spool_dir
+from mlobs.cli.common import BadInput, log_to_stderr, spool_dir, stop_on_signal
 
 logger = logging.getLogger("mlobs.alerts")
 
@@ -75,7 +70,7 @@ def alert_webhook_cmd(
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
     secret = _secret(secret_file, insecure_no_secret)
-    _log_to_stderr()
+    log_to_stderr()  # what the receiver does, one line per decision
     if secret is None:
         logger.warning(
             "mlobs alert-webhook: no shared secret (--insecure-no-secret): anyone who can reach "
@@ -84,15 +79,7 @@ def alert_webhook_cmd(
             port,
         )
     runtime.configure(dir=str(spool_dir(ctx)))
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, on_signal)
-    try:
+    with stop_on_signal() as stop:
         try:
             webhook = AlertWebhook(config, secret, addr=addr, port=port)
         except OSError as exc:
@@ -106,9 +93,6 @@ def alert_webhook_cmd(
         finally:
             webhook.stop()
             runtime.flush()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _secret(secret_file: Path | None, insecure: bool) -> str | None:
@@ -134,14 +118,3 @@ def _secret(secret_file: Path | None, insecure: bool) -> str | None:
             "(or --insecure-no-secret to accept any request)"
         )
     return secret
-
-
-def _log_to_stderr() -> None:
-    """What the receiver does, one line per decision, on stderr (unless logging is set up)."""
-    mlobs_logger = logging.getLogger("mlobs")
-    if mlobs_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    mlobs_logger.addHandler(handler)
-    mlobs_logger.setLevel(logging.INFO)

@@ -1,9 +1,17 @@
-"""What every command shares: the spool directory, the bad-input error, run views as data."""
+"""What every command shares: the spool directory, the bad-input error, run views as data,
+and for the long-running servers, logging to stderr and stopping on a signal."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -74,3 +82,34 @@ def headline_metrics(metrics: dict[str, float], count: int = 3) -> list[tuple[st
 
     keys = [k for k in metrics if k.rsplit("/", 1)[-1] not in _SKIP_IN_HEADLINE]
     return [(k, metrics[k]) for k in sorted(keys, key=rank)[:count]]
+
+
+def log_to_stderr() -> None:
+    """mlobs' INFO lines on stderr, one per line with time and level, unless the process already
+    configured logging."""
+    mlobs_logger = logging.getLogger("mlobs")
+    if mlobs_logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    mlobs_logger.addHandler(handler)
+    mlobs_logger.setLevel(logging.INFO)
+
+
+@contextmanager
+def stop_on_signal() -> Iterator[threading.Event]:
+    """An event that SIGTERM or SIGINT sets while the block runs (instead of ending the process);
+    the previous handlers are back afterwards."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -6,16 +6,9 @@ up logging to stderr, prints the address it serves on, and stops cleanly on a si
 
 from __future__ import annotations
 
-import logging
-import signal
-import sys
-import threading
-from types import FrameType
-from typing import Any
-
 import click
 
-from mlobs.cli.common import BadInput
+from mlobs.cli.common import BadInput, log_to_stderr, stop_on_signal
 from mlobs.gpu.podresources import DEFAULT_SOCKET
 
 # repeated from mlobs.gpu.exporter, which imports prometheus_client: the CLI must load without it
@@ -86,7 +79,7 @@ def gpu_exporter_cmd(
         from mlobs.gpu.exporter import GpuExporter
     except ImportError as exc:
         raise BadInput(f"{exc}; install mlobs[gpu,prometheus]") from None
-    _log_to_stderr()
+    log_to_stderr()  # why no GPU is sampled, pod attribution off
     exporter = GpuExporter(
         port=port,
         addr=addr,
@@ -95,36 +88,17 @@ def gpu_exporter_cmd(
         certfile=certfile,
         keyfile=keyfile,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous: dict[signal.Signals, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, on_signal)
-    try:
+    with stop_on_signal() as stop:
         try:
-            exporter.start()
-        except OSError as exc:
-            raise click.ClickException(f"cannot serve /metrics on {addr}:{port}: {exc}") from None
-        click.echo(f"mlobs gpu-exporter: serving /metrics on {exporter.url}", err=True)
-        while not stop.wait(1.0):
-            pass
-        click.echo("mlobs gpu-exporter: stopping", err=True)
-    finally:
-        exporter.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _log_to_stderr() -> None:
-    """mlobs' INFO lines (why no GPU is sampled, pod attribution off) on stderr, unless the
-    process already configured logging."""
-    mlobs_logger = logging.getLogger("mlobs")
-    if mlobs_logger.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    mlobs_logger.addHandler(handler)
-    mlobs_logger.setLevel(logging.INFO)
+            try:
+                exporter.start()
+            except OSError as exc:
+                raise click.ClickException(
+                    f"cannot serve /metrics on {addr}:{port}: {exc}"
+                ) from None
+            click.echo(f"mlobs gpu-exporter: serving /metrics on {exporter.url}", err=True)
+            while not stop.wait(1.0):
+                pass
+            click.echo("mlobs gpu-exporter: stopping", err=True)
+        finally:
+            exporter.stop()

@@ -18,6 +18,8 @@ DRIFT_PROM = 'monitor=~"$monitor", run_id=~"$run_id"'
 QUALITY_PROM = 'run_id=~"$run_id"'
 DRIFT_INFLUX = '"monitor" =~ /^$monitor$/ AND "run_id" =~ /^$run_id$/'
 QUALITY_INFLUX = '"run_id" =~ /^$run_id$/'
+NO_DRIFT, DRIFTED = ("no drift", "green"), ("drifted", "red")
+"""Text and colour of a drift verdict's 0 and 1."""
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,6 @@ def quality(name: str, legend: str, by: tuple[str, ...] = ("split",)) -> Query:
     )
 
 
-def _drifted_mapping() -> g.Json:
-    return {
-        "type": "value",
-        "options": {
-            "0": {"text": "no drift", "color": "green", "index": 0},
-            "1": {"text": "drifted", "color": "red", "index": 1},
-        },
-    }
-
-
 def build(kind: str, uid: str) -> g.Json:
     """The drift and model-quality dashboard for ``kind`` (``prometheus`` or ``influxdb``)."""
 
@@ -110,20 +102,20 @@ def build(kind: str, uid: str) -> g.Json:
                 points="always",
                 width=8,
             ),
-            panels.state_timeline(
+            panels.flag_timeline(
                 "Dataset drift",
                 targets(drift("dataset_detected", ("monitor",), "{{monitor}}")),
                 description="Whether the share drifted passed the monitor's dataset threshold.",
-                mappings=[_drifted_mapping()],
-                steps=(("green", None), ("red", 1.0)),
+                zero=NO_DRIFT,
+                one=DRIFTED,
                 width=8,
             ),
-            panels.state_timeline(
+            panels.flag_timeline(
                 "Features drifted",
                 targets(drift("detected", ("feature",), "{{feature}}")),
                 description="Each feature's verdict per window.",
-                mappings=[_drifted_mapping()],
-                steps=(("green", None), ("red", 1.0)),
+                zero=NO_DRIFT,
+                one=DRIFTED,
                 width=8,
             ),
             panels.timeseries(

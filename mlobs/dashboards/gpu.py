@@ -173,21 +173,13 @@ def prometheus(uid: str) -> g.Json:
     errors = board.Section(
         "Health and errors",
         [
-            panels.state_timeline(
+            panels.flag_timeline(
                 "GPU state",
                 [g.prom(_gpu("mlobs_gpu_status", 'state="ok"'), LEGEND)],
                 description="ok while NVML answers for the GPU; failed after it fell off the "
                 "bus (NVML_ERROR_GPU_IS_LOST) until it answers again.",
-                mappings=[
-                    {
-                        "type": "value",
-                        "options": {
-                            "0": {"text": "failed", "color": "red", "index": 0},
-                            "1": {"text": "ok", "color": "green", "index": 1},
-                        },
-                    }
-                ],
-                steps=(("red", None), ("green", 1.0)),
+                zero=("failed", "red"),
+                one=("ok", "green"),
                 width=8,
             ),
             panels.timeseries(

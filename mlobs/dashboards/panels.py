@@ -11,7 +11,7 @@ from typing import Any
 
 import grafanalib.core as G
 
-from mlobs.dashboards.grafana import Json, Panel, deep_merge, thresholds
+from mlobs.dashboards.grafana import Json, Panel, thresholds
 
 _NO_THRESHOLDS = (("green", None),)
 
@@ -29,18 +29,25 @@ def _tooltip(mode: str = "multi") -> Json:
     return {"mode": mode, "sort": "desc" if mode == "multi" else "none"}
 
 
-def _panel_fields(
+def _panel(
+    obj: Any,
+    width: int,
+    height: int,
+    options: Json,
+    *,
     description: str,
-    unit: str,
-    steps: Iterable[tuple[str, float | None]],
-    overrides: Sequence[Json],
-    mappings: Sequence[Json],
-    decimals: int | None,
-    min_value: float | None,
-    max_value: float | None,
-    no_value: str | None,
-) -> tuple[Json, Json]:
-    """Extra JSON every panel gets: its description and field defaults."""
+    unit: str = "",
+    steps: Iterable[tuple[str, float | None]] = _NO_THRESHOLDS,
+    overrides: Sequence[Json] = (),
+    mappings: Sequence[Json] = (),
+    decimals: int | None = None,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    no_value: str | None = None,
+    custom: Json | None = None,
+    color: Json | None = None,
+) -> Panel:
+    """``obj`` with its grid size, description, plugin ``options`` and field defaults."""
     defaults: Json = {"unit": unit or "none", "thresholds": thresholds(*steps)}
     if mappings:
         defaults["mappings"] = list(mappings)
@@ -52,9 +59,16 @@ def _panel_fields(
         defaults["max"] = max_value
     if no_value is not None:
         defaults["noValue"] = no_value
-    return {"description": description}, {
-        "fieldConfig": {"defaults": defaults, "overrides": list(overrides)}
+    if custom is not None:
+        defaults["custom"] = custom
+    if color is not None:
+        defaults["color"] = color
+    extra = {
+        "description": description,
+        "fieldConfig": {"defaults": defaults, "overrides": list(overrides)},
+        "options": options,
     }
+    return Panel(obj, width, height, extra)
 
 
 def timeseries(
@@ -99,16 +113,23 @@ def timeseries(
         repeat=G.Repeat(direction="h", variable=repeat, maxPerRow=2) if repeat else G.Repeat(),
         maxDataPoints=500,
     )
-    head, fields = _panel_fields(
-        description, unit, steps, overrides, (), None, min_value, max_value, None
+    options = {
+        "legend": _legend(calcs=legend_calcs, table=bool(legend_calcs)),
+        "tooltip": _tooltip(),
+    }
+    return _panel(
+        obj,
+        width,
+        height,
+        options,
+        description=description,
+        unit=unit,
+        steps=steps,
+        overrides=overrides,
+        min_value=min_value,
+        max_value=max_value,
+        custom={"barWidthFactor": 0.6, "insertNulls": False, "axisCenteredZero": False},
     )
-    options = {"legend": _legend(calcs=legend_calcs, table=bool(legend_calcs))}
-    options["tooltip"] = _tooltip()
-    custom = {"barWidthFactor": 0.6, "insertNulls": False, "axisCenteredZero": False}
-    extra = deep_merge(
-        {**head, **fields, "options": options}, {"fieldConfig": {"defaults": {"custom": custom}}}
-    )
-    return Panel(obj, width, height, extra)
 
 
 def stat(
@@ -140,16 +161,24 @@ def stat(
         noValue=no_value,
         maxDataPoints=200,
     )
-    head, fields = _panel_fields(
-        description, unit, steps, (), mappings, decimals, None, None, no_value
-    )
     options = {
         "reduceOptions": {"calcs": [reduce], "fields": "", "values": False},
         "showPercentChange": False,
         "percentChangeColorMode": "standard",
         "wideLayout": True,
     }
-    return Panel(obj, width, height, {**head, **fields, "options": options})
+    return _panel(
+        obj,
+        width,
+        height,
+        options,
+        description=description,
+        unit=unit,
+        steps=steps,
+        mappings=mappings,
+        decimals=decimals,
+        no_value=no_value,
+    )
 
 
 def bargauge(
@@ -167,7 +196,6 @@ def bargauge(
 ) -> Panel:
     """Horizontal bars, one per series, reduced to one value each."""
     obj = G.BarGauge(title=title, targets=list(targets), maxDataPoints=200)
-    head, fields = _panel_fields(description, unit, steps, (), (), None, min_value, max_value, None)
     options = {
         "displayMode": "gradient",
         "orientation": "horizontal",
@@ -181,7 +209,17 @@ def bargauge(
         "maxVizHeight": 300,
         "legend": _legend(),
     }
-    return Panel(obj, width, height, {**head, **fields, "options": options})
+    return _panel(
+        obj,
+        width,
+        height,
+        options,
+        description=description,
+        unit=unit,
+        steps=steps,
+        min_value=min_value,
+        max_value=max_value,
+    )
 
 
 def table(
@@ -202,20 +240,21 @@ def table(
         transformations=list(transformations),
         filterable=True,
     )
-    head, fields = _panel_fields(
-        description, "", _NO_THRESHOLDS, overrides, (), None, None, None, None
-    )
     options: Json = {
         "showHeader": True,
         "cellHeight": "sm",
         "frameIndex": 0,
         "sortBy": [{"displayName": sort_by, "desc": False}] if sort_by else [],
     }
-    custom = {"cellOptions": {"type": "auto"}, "inspect": False}
-    extra = deep_merge(
-        {**head, **fields, "options": options}, {"fieldConfig": {"defaults": {"custom": custom}}}
+    return _panel(
+        obj,
+        width,
+        height,
+        options,
+        description=description,
+        overrides=overrides,
+        custom={"cellOptions": {"type": "auto"}, "inspect": False},
     )
-    return Panel(obj, width, height, extra)
 
 
 def state_timeline(
@@ -237,7 +276,6 @@ def state_timeline(
         showValue="never",
         maxDataPoints=300,
     )
-    head, fields = _panel_fields(description, "", steps, (), mappings, None, None, None, None)
     options = {
         "legend": _legend(),
         "tooltip": _tooltip("single"),
@@ -246,8 +284,46 @@ def state_timeline(
         "rowHeight": 0.9,
         "showValue": "never",
     }
-    fields["fieldConfig"]["defaults"]["color"] = {"mode": "thresholds"}
-    return Panel(obj, width, height, {**head, **fields, "options": options})
+    return _panel(
+        obj,
+        width,
+        height,
+        options,
+        description=description,
+        steps=steps,
+        mappings=mappings,
+        color={"mode": "thresholds"},
+    )
+
+
+def flag_timeline(
+    title: str,
+    targets: Sequence[Any],
+    *,
+    description: str,
+    zero: tuple[str, str],
+    one: tuple[str, str],
+    width: int = 12,
+    height: int = 8,
+) -> Panel:
+    """A :func:`state_timeline` of 0/1 series; ``zero`` and ``one`` are each value's text and
+    colour, e.g. ``("closed", "green"), ("open", "red")``."""
+    mapping = {
+        "type": "value",
+        "options": {
+            "0": {"text": zero[0], "color": zero[1], "index": 0},
+            "1": {"text": one[0], "color": one[1], "index": 1},
+        },
+    }
+    return state_timeline(
+        title,
+        targets,
+        description=description,
+        mappings=[mapping],
+        steps=((zero[1], None), (one[1], 1.0)),
+        width=width,
+        height=height,
+    )
 
 
 def heatmap(
@@ -261,11 +337,6 @@ def heatmap(
 ) -> Panel:
     """Rows of a heatmap from series (one row per series name), no bucketing of values."""
     obj = G.Heatmap(title=title, targets=list(targets), maxDataPoints=200)
-    head, fields = _panel_fields(description, "", _NO_THRESHOLDS, (), (), None, None, None, None)
-    fields["fieldConfig"]["defaults"]["custom"] = {
-        "hideFrom": {"legend": False, "tooltip": False, "viz": False},
-        "scaleDistribution": {"type": "linear"},
-    }
     options = {
         "calculate": False,
         "cellGap": 1,
@@ -287,4 +358,8 @@ def heatmap(
         "tooltip": {"mode": "single", "yHistogram": False, "showColorScale": True},
         "yAxis": {"axisPlacement": "left", "reverse": False},
     }
-    return Panel(obj, width, height, {**head, **fields, "options": options})
+    custom = {
+        "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+        "scaleDistribution": {"type": "linear"},
+    }
+    return _panel(obj, width, height, options, description=description, custom=custom)

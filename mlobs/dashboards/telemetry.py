@@ -114,7 +114,7 @@ def prometheus(uid: str) -> g.Json:
                 legend_calcs=("sum",),
                 width=8,
             ),
-            panels.state_timeline(
+            panels.flag_timeline(
                 "Circuit breaker",
                 [
                     g.prom(
@@ -124,16 +124,8 @@ def prometheus(uid: str) -> g.Json:
                 ],
                 description="open: the sink failed 3 times in a row; only its own thread "
                 "probes the backend, flushes skip it.",
-                mappings=[
-                    {
-                        "type": "value",
-                        "options": {
-                            "0": {"text": "closed", "color": "green", "index": 0},
-                            "1": {"text": "open", "color": "red", "index": 1},
-                        },
-                    }
-                ],
-                steps=(("green", None), ("red", 1.0)),
+                zero=("closed", "green"),
+                one=("open", "red"),
                 width=8,
             ),
             panels.timeseries(

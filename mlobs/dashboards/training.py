@@ -61,25 +61,14 @@ def metric_variable(texts: Sequence[str], values: Sequence[str]) -> g.Json:
     )
 
 
-# -- Prometheus ----------------------------------------------------------------------------------
-
-
-def prometheus(metrics: Sequence[str], uid: str) -> g.Json:
-    """The training dashboard over Prometheus, with a panel per metric in ``metrics``."""
-    families = prometheus_names(metrics)
-    runs = _prom_runs_section()
-    epochs = board.Section(
+def _epochs_section(*, metric: object, duration: object, throughput: object) -> board.Section:
+    """Metrics per epoch, from one target each: ``metric`` repeats per selected metric."""
+    return board.Section(
         "Metrics per epoch",
         [
             panels.timeseries(
                 "${metric:text}",
-                [
-                    g.prom(
-                        "max without (instance, job) "
-                        f'({{__name__="${{metric:raw}}", {RUN_FILTER}}})',
-                        "{{run_name}} {{split}} ({{run_id}})",
-                    )
-                ],
+                [metric],
                 description="The last value logged in each epoch, by run and split "
                 "(one panel per selected metric).",
                 points="always",
@@ -87,31 +76,42 @@ def prometheus(metrics: Sequence[str], uid: str) -> g.Json:
             ),
             panels.timeseries(
                 "Epoch duration",
-                [
-                    g.prom(
-                        "max without (instance, job) "
-                        f"(mlobs_epoch_duration_seconds{{{RUN_FILTER}}})",
-                        "{{run_name}} ({{run_id}})",
-                    )
-                ],
+                [duration],
                 description="Wall time of each epoch (mlobs.epoch).",
                 unit="s",
                 points="always",
             ),
             panels.timeseries(
                 "Throughput",
-                [
-                    g.prom(
-                        "max without (instance, job) "
-                        f"(mlobs_epoch_samples_per_second{{{RUN_FILTER}}})",
-                        "{{run_name}} ({{run_id}})",
-                    )
-                ],
+                [throughput],
                 description="Samples per second of each epoch (mlobs.epoch(samples=...)).",
                 unit="suffix: samples/s",
                 points="always",
             ),
         ],
+    )
+
+
+# -- Prometheus ----------------------------------------------------------------------------------
+
+
+def prometheus(metrics: Sequence[str], uid: str) -> g.Json:
+    """The training dashboard over Prometheus, with a panel per metric in ``metrics``."""
+    families = prometheus_names(metrics)
+    runs = _prom_runs_section()
+    epochs = _epochs_section(
+        metric=g.prom(
+            f'max without (instance, job) ({{__name__="${{metric:raw}}", {RUN_FILTER}}})',
+            "{{run_name}} {{split}} ({{run_id}})",
+        ),
+        duration=g.prom(
+            f"max without (instance, job) (mlobs_epoch_duration_seconds{{{RUN_FILTER}}})",
+            "{{run_name}} ({{run_id}})",
+        ),
+        throughput=g.prom(
+            f"max without (instance, job) (mlobs_epoch_samples_per_second{{{RUN_FILTER}}})",
+            "{{run_name}} ({{run_id}})",
+        ),
     )
     health = board.Section(
         "Run health",
@@ -264,13 +264,7 @@ def _prom_runs_section() -> board.Section:
                             {"id": "custom.cellOptions", "value": {"type": "color-text"}},
                         ],
                     },
-                    {
-                        "matcher": {"id": "byName", "options": "Status"},
-                        "properties": [
-                            {"id": "mappings", "value": [_status_colours()]},
-                            {"id": "custom.cellOptions", "value": {"type": "color-text"}},
-                        ],
-                    },
+                    _status_override(),
                 ],
                 height=7,
                 sort_by="Run",
@@ -279,14 +273,22 @@ def _prom_runs_section() -> board.Section:
     )
 
 
-def _status_colours() -> g.Json:
-    return {
+def _status_override() -> g.Json:
+    """The Runs tables' override colouring the Status column by value."""
+    colours = {
         "type": "value",
         "options": {
             "running": {"color": "blue", "index": 0},
             "finished": {"color": "green", "index": 1},
             "failed": {"color": "red", "index": 2},
         },
+    }
+    return {
+        "matcher": {"id": "byName", "options": "Status"},
+        "properties": [
+            {"id": "mappings", "value": [colours]},
+            {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+        ],
     }
 
 
@@ -351,59 +353,24 @@ def influxdb(metrics: Sequence[str], uid: str) -> g.Json:
                         "matcher": {"id": "byName", "options": "Duration"},
                         "properties": [{"id": "unit", "value": "s"}],
                     },
-                    {
-                        "matcher": {"id": "byName", "options": "Status"},
-                        "properties": [
-                            {"id": "mappings", "value": [_status_colours()]},
-                            {"id": "custom.cellOptions", "value": {"type": "color-text"}},
-                        ],
-                    },
+                    _status_override(),
                 ],
                 height=7,
                 sort_by="Run",
             ),
         ],
     )
-    epochs = board.Section(
-        "Metrics per epoch",
-        [
-            panels.timeseries(
-                "${metric:text}",
-                [
-                    g.influxql(
-                        _influx_series("${metric:raw}", group='"run_name", "run_id", "split"'),
-                        "$tag_run_name $tag_split ($tag_run_id)",
-                    )
-                ],
-                description="The last value logged in each epoch, by run and split "
-                "(one panel per selected metric).",
-                points="always",
-                repeat="metric",
-            ),
-            panels.timeseries(
-                "Epoch duration",
-                [
-                    g.influxql(
-                        _influx_series('"epoch_duration_seconds"'), "$tag_run_name ($tag_run_id)"
-                    )
-                ],
-                description="Wall time of each epoch (mlobs.epoch).",
-                unit="s",
-                points="always",
-            ),
-            panels.timeseries(
-                "Throughput",
-                [
-                    g.influxql(
-                        _influx_series('"epoch_samples_per_second"'),
-                        "$tag_run_name ($tag_run_id)",
-                    )
-                ],
-                description="Samples per second of each epoch (mlobs.epoch(samples=...)).",
-                unit="suffix: samples/s",
-                points="always",
-            ),
-        ],
+    epochs = _epochs_section(
+        metric=g.influxql(
+            _influx_series("${metric:raw}", group='"run_name", "run_id", "split"'),
+            "$tag_run_name $tag_split ($tag_run_id)",
+        ),
+        duration=g.influxql(
+            _influx_series('"epoch_duration_seconds"'), "$tag_run_name ($tag_run_id)"
+        ),
+        throughput=g.influxql(
+            _influx_series('"epoch_samples_per_second"'), "$tag_run_name ($tag_run_id)"
+        ),
     )
     health = board.Section(
         "Run health",

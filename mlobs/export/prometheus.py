@@ -217,9 +217,7 @@ class PrometheusExporter(Exporter):
             return
         self._server_pid = os.getpid()
         self.port = int(self._server.server_port)
-        scheme = "https" if certfile else "http"
-        host = f"[{addr}]" if ":" in addr else addr
-        self.url = f"{scheme}://{host}:{self.port}/metrics"
+        self.url = metrics_url(addr, self.port, tls=bool(certfile))
         logger.info("mlobs: serving Prometheus metrics on %s", self.url)
 
     def export(self, batch: Batch) -> ExportResult:
@@ -238,12 +236,23 @@ class PrometheusExporter(Exporter):
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        for collector in self._collectors:
-            try:
-                self.registry.unregister(collector)
-            except KeyError:  # already gone
-                pass
+        unregister(self.registry, self._collectors)
         self._collectors = []
+
+
+def metrics_url(addr: str, port: int, *, tls: bool) -> str:
+    """The ``/metrics`` URL of a server bound to ``addr`` and ``port`` (IPv6 in brackets)."""
+    host = f"[{addr}]" if ":" in addr else addr
+    return f"{'https' if tls else 'http'}://{host}:{port}/metrics"
+
+
+def unregister(registry: CollectorRegistry, collectors: Iterable[Any]) -> None:
+    """Take ``collectors`` off ``registry``, skipping any already gone."""
+    for collector in collectors:
+        try:
+            registry.unregister(collector)
+        except KeyError:
+            pass
 
 
 def from_config(config: Config) -> PrometheusExporter:

@@ -52,6 +52,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from mlobs import safety
+from mlobs.export.prometheus import metrics_url, unregister
 from mlobs.gpu import names as n
 from mlobs.gpu.collect import Reading
 from mlobs.gpu.nvml import QUERY_ERRORS, Nvml
@@ -327,9 +328,7 @@ class GpuExporter:
             self._unregister()
             raise
         self.port = int(self._server.server_port)
-        scheme = "https" if self.certfile else "http"
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        self.url = f"{scheme}://{host}:{self.port}/metrics"
+        self.url = metrics_url(self.addr, self.port, tls=bool(self.certfile))
         logger.debug("mlobs: GPU exporter serving /metrics on %s", self.url)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="mlobs-gpu-exporter", daemon=True)
@@ -357,11 +356,7 @@ class GpuExporter:
             self._state.up = False
 
     def _unregister(self) -> None:
-        for collector in self._collectors:
-            try:
-                self.registry.unregister(collector)
-            except KeyError:  # already gone
-                pass
+        unregister(self.registry, self._collectors)
         self._collectors = []
 
     def snapshot(self) -> _State:

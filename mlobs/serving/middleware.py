@@ -29,6 +29,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 1 << 20
 """Bodies larger than this are not handed to a drift feed (they are still served)."""
+SKIP_PATHS = ("/metrics", "/health", "/healthz", "/livez", "/readyz")
+"""Paths not recorded by default: the metrics endpoint and health checks."""
 
 
 class MlobsASGIMiddleware:
@@ -51,7 +53,7 @@ class MlobsASGIMiddleware:
         model: str = "",
         model_version: str = "",
         max_routes: int = 200,
-        skip_paths: Iterable[str] = ("/metrics", "/health", "/healthz", "/livez", "/readyz"),
+        skip_paths: Iterable[str] = SKIP_PATHS,
         drift: DriftFeed | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
@@ -162,7 +164,7 @@ class MlobsWSGIMiddleware:
         model: str = "",
         model_version: str = "",
         max_routes: int = 200,
-        skip_paths: Iterable[str] = ("/metrics", "/health", "/healthz", "/livez", "/readyz"),
+        skip_paths: Iterable[str] = SKIP_PATHS,
         route_for: Callable[[dict[str, Any]], str | None] | None = None,
         drift: DriftFeed | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,

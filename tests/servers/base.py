@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -58,7 +58,26 @@ def find_binary(*names: str) -> str:
             candidate = folder / name
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
-    message = f"{' / '.join(names)} missing; {INSTALL_HINT}"
+    fail_or_skip(f"{' / '.join(names)} missing; {INSTALL_HINT}")
+
+
+def run_tool(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A backend's command-line tool (promtool, amtool, ...: :func:`find_binary`) with ``args``,
+    its output captured as text."""
+    return subprocess.run(
+        [find_binary(name), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    """``result`` exited 0; if not, the assertion shows the command and its output."""
+    assert result.returncode == 0, (
+        f"{' '.join(result.args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
+
+
+def fail_or_skip(message: str) -> NoReturn:
+    """Something a test needs is missing: fail the test when ``CI=true``, otherwise skip it."""
     if os.environ.get("CI") == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
