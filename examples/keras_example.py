@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from _show import show_runs
 
-from mlobs.integrations.keras import MlobsCallback
+from mlobs.instrument.integrations.keras import MlobsCallback
 
 
 def main() -> None:

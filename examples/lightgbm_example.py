@@ -9,7 +9,7 @@ import lightgbm
 import numpy as np
 from _show import show_runs
 
-from mlobs.integrations.lightgbm import mlobs_callback
+from mlobs.instrument.integrations.lightgbm import mlobs_callback
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import torch
 from _show import show_runs
 from torch.utils.data import DataLoader, TensorDataset
 
-from mlobs.integrations.lightning import MlobsCallback, MlobsLogger
+from mlobs.instrument.integrations.lightning import MlobsCallback, MlobsLogger
 
 
 class Classifier(pl.LightningModule):

@@ -11,7 +11,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import train_test_split
 
 import mlobs
-from mlobs.integrations.sklearn import observe_fit, observe_predict
+from mlobs.instrument.integrations.sklearn import observe_fit, observe_predict
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import torch
 import transformers
 from _show import show_runs
 
-from mlobs.integrations.transformers import MlobsCallback
+from mlobs.instrument.integrations.transformers import MlobsCallback
 
 
 class Tokens(torch.utils.data.Dataset):  # type: ignore[misc]

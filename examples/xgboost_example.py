@@ -9,7 +9,7 @@ import numpy as np
 import xgboost
 from _show import show_runs
 
-from mlobs.integrations.xgboost import MlobsCallback
+from mlobs.instrument.integrations.xgboost import MlobsCallback
 
 
 def main() -> None:

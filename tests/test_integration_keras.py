@@ -14,7 +14,7 @@ keras = pytest.importorskip("keras", reason="the frameworks extra is not install
 import numpy as np  # noqa: E402
 
 import mlobs  # noqa: E402
-from mlobs.integrations.keras import MlobsCallback  # noqa: E402
+from mlobs.instrument.integrations.keras import MlobsCallback  # noqa: E402
 from mlobs.testing import recording  # noqa: E402
 from tests.test_integration_shape import (  # noqa: E402
     FitShape,

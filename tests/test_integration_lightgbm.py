@@ -12,7 +12,7 @@ lightgbm = pytest.importorskip("lightgbm", reason="the frameworks extra is not i
 import numpy as np  # noqa: E402
 
 import mlobs  # noqa: E402
-from mlobs.integrations.lightgbm import mlobs_callback  # noqa: E402
+from mlobs.instrument.integrations.lightgbm import mlobs_callback  # noqa: E402
 from mlobs.testing import recording  # noqa: E402
 from tests.test_integration_shape import (  # noqa: E402
     FitShape,

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import mlobs
-from mlobs.integrations.lightning import MlobsCallback, MlobsLogger
+from mlobs.instrument.integrations.lightning import MlobsCallback, MlobsLogger
 from mlobs.testing import recording
 from tests.test_integration_shape import (
     FitShape,

@@ -1,4 +1,4 @@
-"""The lifecycle every framework integration shares (mlobs.integrations._lifecycle), and
+"""The lifecycle every framework integration shares (mlobs.instrument.integrations._lifecycle), and
 ``FitShape``: what a fit left in the records, compared across frameworks by the other
 ``test_integration_*`` modules."""
 
@@ -16,8 +16,8 @@ import mlobs
 from mlobs.context import current_run
 from mlobs.export.memory import InMemoryExporter
 from mlobs.instrument.epoch import EPOCH_DURATION
-from mlobs.integrations import UnobservedFailure
-from mlobs.integrations._lifecycle import (
+from mlobs.instrument.integrations import UnobservedFailure
+from mlobs.instrument.integrations._lifecycle import (
     FitScope,
     _close_at_exit,
     flat_params,

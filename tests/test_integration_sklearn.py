@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import mlobs
-from mlobs.integrations.sklearn import instrument, observe_fit, observe_predict
+from mlobs.instrument.integrations.sklearn import instrument, observe_fit, observe_predict
 from mlobs.testing import recording
 from tests.test_integration_shape import (
     FitShape,

@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers", reason="the frameworks extra 
 torch = pytest.importorskip("torch", reason="the frameworks extra is not installed")
 
 import mlobs  # noqa: E402
-from mlobs.integrations.transformers import MlobsCallback  # noqa: E402
+from mlobs.instrument.integrations.transformers import MlobsCallback  # noqa: E402
 from mlobs.testing import recording  # noqa: E402
 from tests.test_integration_shape import (  # noqa: E402
     FitShape,

@@ -12,7 +12,7 @@ xgboost = pytest.importorskip("xgboost", reason="the frameworks extra is not ins
 import numpy as np  # noqa: E402
 
 import mlobs  # noqa: E402
-from mlobs.integrations.xgboost import MlobsCallback  # noqa: E402
+from mlobs.instrument.integrations.xgboost import MlobsCallback  # noqa: E402
 from mlobs.testing import recording  # noqa: E402
 from tests.test_integration_shape import (  # noqa: E402
     FitShape,

@@ -4,12 +4,12 @@ mlobs runs, epochs, steps and metrics, the same way whichever framework produced
 Each module imports its framework when it is imported, and only then; this package imports
 none of them:
 
-- ``mlobs.integrations.lightning``: ``MlobsCallback`` and ``MlobsLogger`` for PyTorch Lightning
-- ``mlobs.integrations.keras``: ``MlobsCallback`` for Keras 3 (any backend)
-- ``mlobs.integrations.transformers``: ``MlobsCallback`` for the Hugging Face ``Trainer``
-- ``mlobs.integrations.xgboost``: ``MlobsCallback`` for ``xgboost.train`` and the sklearn API
-- ``mlobs.integrations.lightgbm``: ``mlobs_callback()`` for ``lightgbm.train`` and the sklearn API
-- ``mlobs.integrations.sklearn``: ``observe_fit``, ``observe_predict`` and ``instrument`` for
+- ``.lightning``: ``MlobsCallback`` and ``MlobsLogger`` for PyTorch Lightning
+- ``.keras``: ``MlobsCallback`` for Keras 3 (any backend)
+- ``.transformers``: ``MlobsCallback`` for the Hugging Face ``Trainer``
+- ``.xgboost``: ``MlobsCallback`` for ``xgboost.train`` and the sklearn API
+- ``.lightgbm``: ``mlobs_callback()`` for ``lightgbm.train`` and the sklearn API
+- ``.sklearn``: ``observe_fit``, ``observe_predict`` and ``instrument`` for
   scikit-learn estimators
 
 The mapping: one run per fit (named after the model's class unless ``run_name=`` says otherwise;
@@ -20,6 +20,6 @@ that becomes the ``split`` attribute (``val_loss`` is ``loss`` in split ``val``)
 ``finished``, or ``failed`` when the fit raised, the exception propagating unchanged.
 """
 
-from mlobs.integrations._lifecycle import UnobservedFailure
+from mlobs.instrument.integrations._lifecycle import UnobservedFailure
 
 __all__ = ["UnobservedFailure"]

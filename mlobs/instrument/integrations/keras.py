@@ -2,7 +2,7 @@
 
 ::
 
-    from mlobs.integrations.keras import MlobsCallback
+    from mlobs.instrument.integrations.keras import MlobsCallback
 
     model.fit(x, y, epochs=3, validation_split=0.2, callbacks=[MlobsCallback()])
 
@@ -15,7 +15,8 @@ class, with ``fit``'s settings and the optimizer's config as params. Each epoch 
 Keras does not tell callbacks that ``fit`` raised. The callback watches the model's training
 function, so an exception from the model, its loss or its optimizer fails the run with that
 exception; one raised elsewhere (another callback, the data) fails it when this callback starts
-its next fit, or at exit (see :mod:`mlobs.integrations`). The exception propagates unchanged.
+its next fit, or at exit (see :mod:`mlobs.instrument.integrations`). The exception propagates
+unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import keras
 
 import mlobs
-from mlobs.integrations._lifecycle import FitScope, guard, log_metrics
+from mlobs.instrument.integrations._lifecycle import FitScope, guard, log_metrics
 
 __all__ = ["MlobsCallback"]
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from mlobs.integrations.lightgbm import mlobs_callback
+    from mlobs.instrument.integrations.lightgbm import mlobs_callback
 
     booster = lightgbm.train(params, train_set, num_boost_round=50,
                              valid_sets=[train_set, val_set], valid_names=["train", "val"],
@@ -22,7 +22,8 @@ booster: it takes the evaluation results as LightGBM computes them, and ends the
 stop (unless ``keep_training_booster=True``: such a run ends as ``finished`` when this callback
 starts its next training, or at exit). An exception from the booster's ``update`` (a custom
 objective) fails the run at once; one from elsewhere fails it when this callback starts its
-next training, or at exit (see :mod:`mlobs.integrations`). The exception propagates unchanged.
+next training, or at exit (see :mod:`mlobs.instrument.integrations`). The exception propagates
+unchanged.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 import lightgbm
 
-from mlobs.integrations._lifecycle import FitScope, guard, log_metrics
+from mlobs.instrument.integrations._lifecycle import FitScope, guard, log_metrics
 
 __all__ = ["MlobsCallback", "mlobs_callback"]
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from mlobs.integrations.lightning import MlobsCallback, MlobsLogger
+    from mlobs.instrument.integrations.lightning import MlobsCallback, MlobsLogger
 
     trainer = L.Trainer(max_epochs=3, callbacks=[MlobsCallback()], logger=MlobsLogger())
     trainer.fit(model, train_loader, val_loader)
@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
 import mlobs
-from mlobs.integrations._lifecycle import FitScope, guard, log_metrics
+from mlobs.instrument.integrations._lifecycle import FitScope, guard, log_metrics
 
 __all__ = ["MlobsCallback", "MlobsLogger"]
 

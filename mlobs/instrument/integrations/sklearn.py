@@ -2,7 +2,7 @@
 
 ::
 
-    from mlobs.integrations.sklearn import observe_fit, observe_predict
+    from mlobs.instrument.integrations.sklearn import observe_fit, observe_predict
 
     model = observe_fit(RandomForestClassifier(), X_train, y_train)   # a run of its own...
     with mlobs.run("churn"):                                          # ...or the active one
@@ -29,7 +29,7 @@ from typing import Any
 import sklearn.base
 
 import mlobs
-from mlobs.integrations._lifecycle import flat_params, guard
+from mlobs.instrument.integrations._lifecycle import flat_params, guard
 
 __all__ = ["ObservedEstimator", "instrument", "observe_fit", "observe_predict"]
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from mlobs.integrations.transformers import MlobsCallback
+    from mlobs.instrument.integrations.transformers import MlobsCallback
 
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                       callbacks=[MlobsCallback()])
@@ -20,7 +20,7 @@ epoch under its own names (``train_runtime``, ``train_loss``: the mean loss of t
 The Trainer does not tell callbacks that training raised. The callback finds the Trainer that
 called it and watches its ``training_step`` (forward and backward), so an exception there fails
 the run with that exception; one from elsewhere fails it when this callback starts its next
-training, or at exit (see :mod:`mlobs.integrations`). The exception propagates unchanged.
+training, or at exit (see :mod:`mlobs.instrument.integrations`). The exception propagates unchanged.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 import transformers
 
 import mlobs
-from mlobs.integrations._lifecycle import FitScope, guard, log_metrics
+from mlobs.instrument.integrations._lifecycle import FitScope, guard, log_metrics
 
 __all__ = ["MlobsCallback"]
 

@@ -2,7 +2,7 @@
 
 ::
 
-    from mlobs.integrations.xgboost import MlobsCallback
+    from mlobs.instrument.integrations.xgboost import MlobsCallback
 
     booster = xgboost.train(params, dtrain, num_boost_round=50,
                             evals=[(dtrain, "train"), (dval, "val")],
@@ -18,7 +18,7 @@ in split ``validation_0``, at step ``i``. Early stopping ends the run as ``finis
 XGBoost does not tell callbacks that training raised; the callback watches the booster's
 ``update``, so an exception there (a custom objective, the booster itself) fails the run with
 that exception, and one raised elsewhere fails it when this callback starts its next training,
-or at exit (see :mod:`mlobs.integrations`). The exception propagates unchanged.
+or at exit (see :mod:`mlobs.instrument.integrations`). The exception propagates unchanged.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import xgboost
 
-from mlobs.integrations._lifecycle import FitScope, guard, log_metrics
+from mlobs.instrument.integrations._lifecycle import FitScope, guard, log_metrics
 
 __all__ = ["MlobsCallback"]
 
