@@ -253,8 +253,9 @@ class MlobsWSGIMiddleware:
 
 
 class _CountedBody:
-    """The app's response iterable, counting bytes as the server sends them; the request is
-    recorded when the server closes it (the end of a WSGI request), streaming or not."""
+    """The app's response iterable, counting bytes as the server sends them. The request is
+    recorded once: when the last chunk has been handed to the server, or when the server closes
+    the iterable (the end of a WSGI request) if that comes first, streaming or not."""
 
     def __init__(
         self,
@@ -268,6 +269,7 @@ class _CountedBody:
         self._kept: list[bytes] = []
         self._size = 0
         self._raised = False
+        self._recorded = False
         self._closed = False
 
     def __iter__(self) -> Any:
@@ -277,9 +279,20 @@ class _CountedBody:
                 if self._capture and self._size <= self._capture:
                     self._kept.append(chunk)
                 yield chunk
+        except GeneratorExit:  # the server stopped iterating (a client gone): close() records
+            raise
         except BaseException:
             self._raised = True
+            self._record()
             raise
+        self._record()
+
+    def _record(self) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        kept = b"".join(self._kept) if self._capture and self._size <= self._capture else None
+        self._done(self._size, self._raised, kept)
 
     def close(self) -> None:
         if self._closed:
@@ -290,8 +303,7 @@ class _CountedBody:
             if close is not None:
                 close()
         finally:
-            kept = b"".join(self._kept) if self._capture and self._size <= self._capture else None
-            self._done(self._size, self._raised, kept)
+            self._record()
 
 
 def _flask_rule(app: Any, environ: dict[str, Any]) -> str | None:
