@@ -484,7 +484,9 @@ def test_a_peer_that_never_reads_or_a_dead_port_never_blocks_the_training_loop(
             times = _timed_logs(20_000)
             assert not mlobs.flush(0.5)
             times += _timed_logs(20_000)
-        assert max(times) < 0.5  # never one call waiting on the sink's timeout
+        # never one call waiting on the sink's 1 s timeout (a bound of 0.5 s was once missed by
+        # 5 ms on a loaded 2-CPU machine: scheduling, not the sink)
+        assert max(times) < 0.9
         assert statistics.median(times) < 200e-6
         t0 = time.monotonic()
         mlobs.shutdown(timeout=2)

@@ -17,7 +17,10 @@ import mlobs  # noqa: E402
 from mlobs.instrument.integrations.keras import MlobsCallback  # noqa: E402
 from mlobs.testing import recording  # noqa: E402
 from tests.test_integration_shape import (  # noqa: E402
+    BOOM,
+    Boom,
     FitShape,
+    fit_or_fail,
     fit_shape,
     no_run_left_current,  # noqa: F401  (an autouse fixture)
 )
@@ -27,10 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 EPOCHS = 3
 ROWS, BATCH = 64, 16
-
-
-class Boom(RuntimeError):
-    pass
 
 
 class FailingLayer(keras.layers.Layer):  # type: ignore[misc]
@@ -88,12 +87,7 @@ def fit_tiny(tmp_path: Path, *, fail: bool = False) -> FitShape:
             verbose=0,
             callbacks=[MlobsCallback(batch_size=BATCH)],
         )
-        if fail:
-            with pytest.raises(Boom, match="diverged") as info:
-                fit()
-            assert info.traceback[-1].name == "call"  # raised where the model raised it
-        else:
-            fit()
+        fit_or_fail(fit, fail, raised_in="call")
     return fit_shape(sink)
 
 
@@ -112,7 +106,7 @@ def test_fit_records_run_epochs_and_split_metrics(tmp_path: Path) -> None:
 def test_failing_fit_is_failed_and_the_exception_propagates(tmp_path: Path) -> None:
     shape = fit_tiny(tmp_path, fail=True)
     assert shape.runs == [("Sequential", "failed")]
-    assert shape.error_types == [f"{__name__}.Boom"]
+    assert shape.error_types == [BOOM]
     assert shape.epochs == [0, 1]
 
 

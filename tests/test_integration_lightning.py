@@ -17,7 +17,10 @@ import mlobs
 from mlobs.instrument.integrations.lightning import MlobsCallback, MlobsLogger
 from mlobs.testing import recording
 from tests.test_integration_shape import (
+    BOOM,
+    Boom,
     FitShape,
+    fit_or_fail,
     fit_shape,
     no_run_left_current,  # noqa: F401  (an autouse fixture)
 )
@@ -29,10 +32,6 @@ pytestmark = [
 ]
 
 EPOCHS = 3
-
-
-class Boom(RuntimeError):
-    pass
 
 
 class TinyClassifier(pl.LightningModule):
@@ -96,12 +95,9 @@ def fit_tiny(
             [MlobsCallback()] if callback else [],
             MlobsLogger() if logger else False,
         )
-        if fail:
-            with pytest.raises(Boom, match="diverged") as info:
-                trainer.fit(model, _loader(), _loader())
-            assert info.traceback[-1].name == "training_step"
-        else:
-            trainer.fit(model, _loader(), _loader())
+        fit_or_fail(
+            lambda: trainer.fit(model, _loader(), _loader()), fail, raised_in="training_step"
+        )
     return fit_shape(sink)
 
 
@@ -136,7 +132,7 @@ def test_loops_are_spans_and_throughput_counts_rows(tmp_path: Path) -> None:
 def test_failing_fit_is_failed_and_the_exception_propagates(tmp_path: Path) -> None:
     shape = fit_tiny(tmp_path, fail=True)
     assert shape.runs == [("TinyClassifier", "failed")]
-    assert shape.error_types == [f"{__name__}.Boom"]
+    assert shape.error_types == [BOOM]
     assert shape.epochs == [0, 1]
 
 

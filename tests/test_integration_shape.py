@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,25 @@ from mlobs.instrument.integrations._lifecycle import (
     split_metric,
 )
 from mlobs.testing import recording
+
+
+class Boom(RuntimeError):
+    """The failure the integration tests inject into a framework's training code."""
+
+
+BOOM = f"{__name__}.Boom"
+"""How a run that ``Boom`` failed records its error type."""
+
+
+def fit_or_fail(fit: Callable[[], object], fail: bool, raised_in: str) -> None:
+    """Run ``fit``; with ``fail``, expect ``Boom`` to come out of it unchanged, its traceback
+    ending in ``raised_in`` (the user's code that raised it, not the integration)."""
+    if not fail:
+        fit()
+        return
+    with pytest.raises(Boom, match="diverged") as info:
+        fit()
+    assert info.traceback[-1].name == raised_in
 
 
 @dataclass

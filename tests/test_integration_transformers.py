@@ -15,17 +15,16 @@ import mlobs  # noqa: E402
 from mlobs.instrument.integrations.transformers import MlobsCallback  # noqa: E402
 from mlobs.testing import recording  # noqa: E402
 from tests.test_integration_shape import (  # noqa: E402
+    BOOM,
+    Boom,
     FitShape,
+    fit_or_fail,
     fit_shape,
     no_run_left_current,  # noqa: F401  (an autouse fixture)
 )
 
 EPOCHS = 3
 ROWS, BATCH, SEQ = 32, 8, 8
-
-
-class Boom(RuntimeError):
-    pass
 
 
 class TinyBert(transformers.BertForSequenceClassification):  # type: ignore[misc]
@@ -104,12 +103,7 @@ def fit_tiny(tmp_path: Path, *, fail: bool = False) -> FitShape:
     model = _model(fail_at=ROWS // BATCH + 2 if fail else None)
     with recording(dir=tmp_path / "spool") as sink:
         trainer = _trainer(tmp_path, model)
-        if fail:
-            with pytest.raises(Boom, match="diverged") as info:
-                trainer.train()
-            assert info.traceback[-1].name == "forward"
-        else:
-            trainer.train()
+        fit_or_fail(trainer.train, fail, raised_in="forward")
     return fit_shape(sink)
 
 
@@ -129,7 +123,7 @@ def test_train_records_run_epochs_and_split_metrics(tmp_path: Path) -> None:
 def test_failing_training_step_fails_the_run(tmp_path: Path) -> None:
     shape = fit_tiny(tmp_path, fail=True)
     assert shape.runs == [("TinyBert", "failed")]
-    assert shape.error_types == [f"{__name__}.Boom"]
+    assert shape.error_types == [BOOM]
     assert shape.epochs == [0, 1]
 
 

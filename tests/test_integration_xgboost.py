@@ -15,16 +15,15 @@ import mlobs  # noqa: E402
 from mlobs.instrument.integrations.xgboost import MlobsCallback  # noqa: E402
 from mlobs.testing import recording  # noqa: E402
 from tests.test_integration_shape import (  # noqa: E402
+    BOOM,
+    Boom,
     FitShape,
+    fit_or_fail,
     fit_shape,
     no_run_left_current,  # noqa: F401  (an autouse fixture)
 )
 
 ROUNDS = 3
-
-
-class Boom(RuntimeError):
-    pass
 
 
 def _data() -> tuple[np.ndarray, np.ndarray]:
@@ -58,12 +57,7 @@ def fit_tiny(tmp_path: Path, *, fail: bool = False) -> FitShape:
             verbose_eval=False,
             callbacks=[MlobsCallback()],
         )
-        if fail:
-            with pytest.raises(Boom, match="diverged") as info:
-                train()
-            assert info.traceback[-1].name == "objective"
-        else:
-            train()
+        fit_or_fail(train, fail, raised_in="objective")
     return fit_shape(sink)
 
 
@@ -81,7 +75,7 @@ def test_rounds_are_epochs_with_split_metrics(tmp_path: Path) -> None:
 def test_failing_objective_fails_the_run(tmp_path: Path) -> None:
     shape = fit_tiny(tmp_path, fail=True)
     assert shape.runs == [("xgboost", "failed")]
-    assert shape.error_types == [f"{__name__}.Boom"]
+    assert shape.error_types == [BOOM]
     assert shape.epochs == [0, 1]
 
 

@@ -39,28 +39,6 @@ class GpuMetric:
     """Attribute values renamed for OpenTelemetry (``direction``: ``tx`` -> ``transmit``)."""
 
 
-def _m(
-    name: str,
-    kind: str,
-    help: str,
-    otel_name: str,
-    otel_unit: str,
-    otel_attrs: dict[str, str] | None = None,
-    otel_rename: dict[str, str] | None = None,
-    otel_values: dict[str, dict[str, str]] | None = None,
-) -> GpuMetric:
-    return GpuMetric(
-        name,
-        kind,
-        help,
-        otel_name,
-        otel_unit,
-        otel_attrs or {},
-        otel_rename or {},
-        otel_values or {},
-    )
-
-
 UTILIZATION = "mlobs_gpu_utilization_ratio"
 ENCODER_UTILIZATION = "mlobs_gpu_encoder_utilization_ratio"
 DECODER_UTILIZATION = "mlobs_gpu_decoder_utilization_ratio"
@@ -97,7 +75,7 @@ _DIRECTION = {"direction": {"tx": "transmit", "rx": "receive"}}
 METRICS: dict[str, GpuMetric] = {
     m.name: m
     for m in (
-        _m(
+        GpuMetric(
             UTILIZATION,
             GAUGE,
             "Share of time a kernel was running.",
@@ -105,7 +83,7 @@ METRICS: dict[str, GpuMetric] = {
             "1",
             {"hw.gpu.task": "general"},
         ),
-        _m(
+        GpuMetric(
             ENCODER_UTILIZATION,
             GAUGE,
             "Video encoder utilization.",
@@ -113,7 +91,7 @@ METRICS: dict[str, GpuMetric] = {
             "1",
             {"hw.gpu.task": "encoder"},
         ),
-        _m(
+        GpuMetric(
             DECODER_UTILIZATION,
             GAUGE,
             "Video decoder utilization.",
@@ -121,31 +99,31 @@ METRICS: dict[str, GpuMetric] = {
             "1",
             {"hw.gpu.task": "decoder"},
         ),
-        _m(
+        GpuMetric(
             MEMORY_ACTIVITY,
             GAUGE,
             "Share of time device memory was read or written.",
             "mlobs.gpu.memory.bandwidth.utilization",
             "1",
         ),
-        _m(MEMORY_USED, GAUGE, "Device memory in use.", "hw.gpu.memory.usage", "By"),
-        _m(MEMORY_FREE, GAUGE, "Device memory free.", "mlobs.gpu.memory.free", "By"),
-        _m(MEMORY_TOTAL, GAUGE, "Device memory size.", "hw.gpu.memory.limit", "By"),
-        _m(
+        GpuMetric(MEMORY_USED, GAUGE, "Device memory in use.", "hw.gpu.memory.usage", "By"),
+        GpuMetric(MEMORY_FREE, GAUGE, "Device memory free.", "mlobs.gpu.memory.free", "By"),
+        GpuMetric(MEMORY_TOTAL, GAUGE, "Device memory size.", "hw.gpu.memory.limit", "By"),
+        GpuMetric(
             MEMORY_RESERVED,
             GAUGE,
             "Device memory reserved by the driver.",
             "mlobs.gpu.memory.reserved",
             "By",
         ),
-        _m(
+        GpuMetric(
             MEMORY_USED_RATIO,
             GAUGE,
             "Share of device memory in use.",
             "hw.gpu.memory.utilization",
             "1",
         ),
-        _m(
+        GpuMetric(
             TEMPERATURE,
             GAUGE,
             "Temperature by sensor (gpu, memory).",
@@ -153,10 +131,10 @@ METRICS: dict[str, GpuMetric] = {
             "Cel",
             otel_rename={"sensor": "mlobs.gpu.sensor"},
         ),
-        _m(POWER, GAUGE, "Power draw.", "hw.power", "W"),
-        _m(POWER_LIMIT, GAUGE, "Enforced power limit.", "mlobs.gpu.power.limit", "W"),
-        _m(ENERGY, COUNTER, "Energy used since the driver was loaded.", "hw.energy", "J"),
-        _m(
+        GpuMetric(POWER, GAUGE, "Power draw.", "hw.power", "W"),
+        GpuMetric(POWER_LIMIT, GAUGE, "Enforced power limit.", "mlobs.gpu.power.limit", "W"),
+        GpuMetric(ENERGY, COUNTER, "Energy used since the driver was loaded.", "hw.energy", "J"),
+        GpuMetric(
             CLOCK,
             GAUGE,
             "Current clock by domain (sm, memory, graphics, video).",
@@ -164,7 +142,7 @@ METRICS: dict[str, GpuMetric] = {
             "Hz",
             otel_rename={"clock": "mlobs.gpu.clock.domain"},
         ),
-        _m(
+        GpuMetric(
             CLOCK_MAX,
             GAUGE,
             "Maximum clock by domain.",
@@ -172,8 +150,8 @@ METRICS: dict[str, GpuMetric] = {
             "Hz",
             otel_rename={"clock": "mlobs.gpu.clock.domain"},
         ),
-        _m(FAN, GAUGE, "Fan speed as a share of its maximum.", "mlobs.gpu.fan.speed", "1"),
-        _m(
+        GpuMetric(FAN, GAUGE, "Fan speed as a share of its maximum.", "mlobs.gpu.fan.speed", "1"),
+        GpuMetric(
             PCIE_IO,
             COUNTER,
             "PCIe bytes by direction, integrated from NVML's throughput.",
@@ -182,14 +160,14 @@ METRICS: dict[str, GpuMetric] = {
             otel_rename={"direction": "network.io.direction"},
             otel_values=_DIRECTION,
         ),
-        _m(
+        GpuMetric(
             PCIE_REPLAYS,
             COUNTER,
             "PCIe replays since the driver was loaded.",
             "mlobs.gpu.pcie.replays",
             "{replay}",
         ),
-        _m(
+        GpuMetric(
             ECC_ERRORS,
             COUNTER,
             "ECC errors by type (corrected, uncorrected) and counter (volatile, aggregate).",
@@ -197,7 +175,7 @@ METRICS: dict[str, GpuMetric] = {
             "{error}",
             otel_rename={"type": "error.type", "counter": "mlobs.gpu.ecc.counter"},
         ),
-        _m(
+        GpuMetric(
             REMAPPED_ROWS,
             GAUGE,
             "Memory rows remapped, by cause (correctable, uncorrectable).",
@@ -205,21 +183,21 @@ METRICS: dict[str, GpuMetric] = {
             "{row}",
             otel_rename={"cause": "mlobs.gpu.remap.cause"},
         ),
-        _m(
+        GpuMetric(
             REMAP_PENDING,
             GAUGE,
             "1 while a row remapping waits for a GPU reset.",
             "mlobs.gpu.memory.remap.pending",
             "1",
         ),
-        _m(
+        GpuMetric(
             REMAP_FAILED,
             GAUGE,
             "1 after a row remapping failed.",
             "mlobs.gpu.memory.remap.failed",
             "1",
         ),
-        _m(
+        GpuMetric(
             THROTTLE,
             GAUGE,
             "1 while this clock throttle reason is active, else 0.",
@@ -227,14 +205,14 @@ METRICS: dict[str, GpuMetric] = {
             "1",
             otel_rename={"reason": "mlobs.gpu.throttle.reason"},
         ),
-        _m(
+        GpuMetric(
             PSTATE,
             GAUGE,
             "Performance state (0 is the fastest, 15 the slowest).",
             "mlobs.gpu.performance_state",
             "1",
         ),
-        _m(
+        GpuMetric(
             XID_ERRORS,
             COUNTER,
             "XID errors reported by the driver, by code.",
@@ -243,7 +221,7 @@ METRICS: dict[str, GpuMetric] = {
             otel_attrs={"error.type": "xid"},
             otel_rename={"xid": "mlobs.gpu.xid"},
         ),
-        _m(
+        GpuMetric(
             PROCESS_MEMORY,
             GAUGE,
             "Device memory per process; this_run is true for this process and its children.",
@@ -251,7 +229,7 @@ METRICS: dict[str, GpuMetric] = {
             "By",
             otel_rename={"pid": "process.pid", "this_run": "mlobs.gpu.process.this_run"},
         ),
-        _m(
+        GpuMetric(
             STATUS,
             GAUGE,
             "1 for the GPU's current state (ok, failed), 0 for the others.",
@@ -259,9 +237,9 @@ METRICS: dict[str, GpuMetric] = {
             "1",
             otel_rename={"state": "hw.state"},
         ),
-        _m(MIG_MEMORY_USED, GAUGE, "MIG device memory in use.", "hw.gpu.memory.usage", "By"),
-        _m(MIG_MEMORY_TOTAL, GAUGE, "MIG device memory size.", "hw.gpu.memory.limit", "By"),
-        _m(
+        GpuMetric(MIG_MEMORY_USED, GAUGE, "MIG device memory in use.", "hw.gpu.memory.usage", "By"),
+        GpuMetric(MIG_MEMORY_TOTAL, GAUGE, "MIG device memory size.", "hw.gpu.memory.limit", "By"),
+        GpuMetric(
             MIG_UTILIZATION,
             GAUGE,
             "MIG device graphics-engine activity (GPM, Hopper and later).",

@@ -11,11 +11,15 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from mlobs import runtime, safety
-from mlobs.record.types import Kind
+from mlobs.record.types import BufferedRecord, Kind
 from mlobs.serving import names as n
+
+if TYPE_CHECKING:
+    from mlobs.instrument.active import ActiveRun
 
 OTHER_ROUTE = "other"
 """The route label of requests beyond ``max_routes`` distinct templates."""
@@ -92,7 +96,14 @@ class RequestRecorder:
         with self._lock:
             self._in_flight += 1
             value = self._in_flight
-        self._write_in_flight(value)
+        if time.monotonic() - self._in_flight_at >= IN_FLIGHT_EVERY_S:
+            try:
+                rt = runtime.get()
+                self._write_in_flight(rt.recorder.append, rt.latest_run() or rt.no_run, value)
+            except safety.MlobsError:
+                raise
+            except Exception as exc:
+                safety.report("serving.in_flight", exc)
         return time.perf_counter()
 
     def finished(
@@ -154,33 +165,17 @@ class RequestRecorder:
             if failure is not None:
                 attrs = self._attrs(route, "", "", failure)
                 append((_COUNTER, ts, run_id, n.ERRORS, 1.0, None, None, attrs))
-            self._write_in_flight(value, force=value == 0)
+            if value == 0 or time.monotonic() - self._in_flight_at >= IN_FLIGHT_EVERY_S:
+                self._write_in_flight(append, run, value)
         except safety.MlobsError:
             raise
         except Exception as exc:
             safety.report("serving.record", exc)
 
-    def _write_in_flight(self, value: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._in_flight_at < IN_FLIGHT_EVERY_S:
-            return
-        self._in_flight_at = now
-        try:
-            rt = runtime.get()
-            run = rt.latest_run() or rt.no_run
-            rt.recorder.append(
-                (
-                    _GAUGE,
-                    time.time_ns(),
-                    run.run_id,
-                    n.IN_FLIGHT,
-                    float(value),
-                    None,
-                    None,
-                    self._base,
-                )
-            )
-        except safety.MlobsError:
-            raise
-        except Exception as exc:
-            safety.report("serving.in_flight", exc)
+    def _write_in_flight(
+        self, append: Callable[[BufferedRecord], None], run: ActiveRun, value: int
+    ) -> None:
+        self._in_flight_at = time.monotonic()
+        append(
+            (_GAUGE, time.time_ns(), run.run_id, n.IN_FLIGHT, float(value), None, None, self._base)
+        )
