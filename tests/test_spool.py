@@ -3,6 +3,7 @@ the disk budget, and sinks shipping from their own cursors."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import signal
 import subprocess
@@ -18,7 +19,8 @@ import mlobs
 from mlobs import runtime, safety
 from mlobs.export.memory import InMemoryExporter
 from mlobs.record.types import Kind
-from mlobs.spool.store import SpoolReader, spool_files
+from mlobs.spool import codec
+from mlobs.spool.store import Spool, SpoolReader, spool_files
 
 from .spool_util import metric_values, read_all
 
@@ -259,3 +261,38 @@ def test_batches_that_end_inside_a_chunk_read_every_record_once(spool_dir: Path)
         assert reader.records_after(10, 5) == expected[10:15]  # going back reads the file again
     finally:
         reader.close()
+
+
+def test_a_chunk_holds_the_records_as_buffered_and_older_chunks_still_read(tmp_path: Path) -> None:
+    shared = {"split": "val"}
+    records = [
+        (int(Kind.GAUGE), 10, "r1", "loss", 0.5, 1, 0, shared),
+        (int(Kind.GAUGE), 11, "r1", "acc", float("nan"), 1, 0, shared),
+        (int(Kind.LOG), 12, "", "app", 20.0, None, None, {"message": "hi", "obj": object()}),
+    ]
+    decoded = codec.decode(codec.encode(codec.flatten(records[:2])))
+    assert decoded[0] == records[0] and decoded[0][7] is decoded[1][7]  # shared dict, once
+    assert decoded[1][4] != decoded[1][4]  # NaN kept
+    decoded = codec.decode(codec.encode(codec.flatten(records)))
+    assert decoded[0] == records[0] and len(decoded) == 3
+    assert decoded[2][7]["obj"].startswith("<object")  # what marshal can't take becomes a string
+    # the layout of chunks written before records were buffered flat: a list of tuples
+    old = codec.MAGIC_TUPLES + marshal.dumps(records[:1] * 2, codec.MARSHAL_VERSION)
+    assert codec.decode(old) == records[:1] * 2
+    with pytest.raises(ValueError, match="not an mlobs spool chunk"):
+        codec.decode(b"JUNK" + marshal.dumps([], 4))
+
+
+def test_the_spool_refuses_what_is_not_whole_flat_records(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool-x.db")
+    record = (int(Kind.GAUGE), 10, "r1", "loss", 0.5, 1, None, None)
+    try:
+        with pytest.raises(ValueError, match="not flat records"):
+            spool.write([record])  # tuples, not their fields
+        with pytest.raises(ValueError, match="not flat records"):
+            spool.write(list(record)[:-1])
+        spool.write(list(record) * 3)
+    finally:
+        spool.close()
+    (row,) = read_all(tmp_path)[:1]
+    assert row.seq == 1 and row.value == 0.5 and len(read_all(tmp_path)) == 3

@@ -1,43 +1,50 @@
 """The in-memory buffer every record is appended to on the caller's thread.
 
-Appending is one ``deque.append`` (atomic under the GIL, never blocks); the flusher thread drains
-the deque with ``popleft`` so a record appended while a drain is under way is never lost.
+The buffer is one flat list holding the fields of each record in turn (``FIELDS`` per record), and
+appending a record is ``list.extend(record_tuple)``: one C call, atomic under the GIL, never
+blocking. The record's tuple is freed at once, so the buffer holds only the field values (floats,
+ints, strings, shared dicts). A tuple per record kept alive in a deque cost twice the memory and a
+young-generation garbage collection every few hundred calls, and draining it took a ``popleft``
+per record; here the flusher takes a whole prefix with one slice and one ``del``, and a record
+appended in between lands after that prefix and is never lost.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from itertools import repeat
-from operator import call
+from collections.abc import Callable
+from typing import Any
 
-from mlobs.record.types import BufferedRecord
+from mlobs.record.types import FIELDS, BufferedRecord
 
 
 class Recorder:
     """Append-only buffer with a wake-up event for the flusher.
 
     Args:
-        flush_max_records: buffer length at which the flusher writes before its interval ends.
+        flush_max_records: buffer length, in records, at which the flusher writes before its
+            interval ends.
     """
 
     def __init__(self, flush_max_records: int = 10_000) -> None:
-        self.buffer: deque[BufferedRecord] = deque()
-        """The records themselves; producers may read its length, only :meth:`drain` removes."""
-        self.append = self.buffer.append
-        """Append one buffered record; bound once so the hot path skips an attribute lookup."""
+        self.buffer: list[Any] = []
+        """The records' fields, flat; producers may read its length, only :meth:`drain` removes."""
+        self.append: Callable[[BufferedRecord], None] = self.buffer.extend
+        """Append one buffered record (a tuple of exactly ``FIELDS`` values); bound once so the
+        hot path skips an attribute lookup."""
         self.flush_max_records = flush_max_records
         self.wake = threading.Event()
 
     def __len__(self) -> int:
-        return len(self.buffer)
+        """Records buffered."""
+        return len(self.buffer) // FIELDS
 
-    def drain(self, max_records: int | None = None) -> list[BufferedRecord]:
-        """Remove and return up to ``max_records`` of the oldest buffered records."""
+    def drain(self) -> list[Any]:
+        """Remove and return every buffered record, flat (``FIELDS`` values per record)."""
         buffer = self.buffer
-        count = len(buffer) if max_records is None else min(len(buffer), max_records)
-        # popleft, count times, looped in C: this runs on the flusher thread with the GIL held.
-        return list(map(call, repeat(buffer.popleft, count)))
+        taken = buffer[:]
+        del buffer[: len(taken)]  # only what was copied: appends since then stay
+        return taken
 
     def after_fork_in_child(self) -> None:
         """Forget what the parent buffered (the parent flushes it) and replace the lock-holding

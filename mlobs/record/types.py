@@ -30,6 +30,9 @@ METRIC_KINDS = frozenset((Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM))
 BufferedRecord = tuple[
     int, int, str, str, "float | None", "int | None", "int | None", "dict[str, Any] | None"
 ]
+FIELDS = 8
+"""Fields per buffered record. The buffer and spool chunks hold records flat, field after field
+(see mlobs.record.recorder)."""
 
 
 class Record(NamedTuple):

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mlobs import safety
 from mlobs.record.recorder import Recorder
-from mlobs.record.types import BufferedRecord, Kind
+from mlobs.record.types import FIELDS, BufferedRecord, Kind
 from mlobs.spool.store import RECORDS_DROPPED, Spool, directory_bytes
 
 logger = logging.getLogger("mlobs")
@@ -67,7 +68,8 @@ class Flusher:
         self._written_at_check = 0
         self._next_check = 0.0
         self._lock = threading.Lock()
-        self._pending: list[BufferedRecord] = []
+        self._pending: list[Any] = []
+        """Records (flat) whose write failed, written first at the next pass."""
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
@@ -84,7 +86,7 @@ class Flusher:
         while not self._stopping.is_set():
             woken = recorder.wake.wait(min(self.interval, SIZE_POLL))
             due = time.monotonic() - last >= self.interval
-            if not (woken or due or len(recorder.buffer) >= recorder.flush_max_records):
+            if not (woken or due or len(recorder) >= recorder.flush_max_records):
                 continue
             recorder.wake.clear()
             last = time.monotonic()
@@ -100,19 +102,7 @@ class Flusher:
                 self._before_flush()
             except Exception as exc:
                 safety.report("spool.before_flush", exc)
-            written = 0
-            while True:
-                chunk = self._pending or self.recorder.drain(CHUNK)
-                self._pending = []
-                if not chunk:
-                    break
-                try:
-                    self.spool.write(chunk)
-                except (sqlite3.Error, OSError) as exc:
-                    self._keep_pending(chunk)
-                    safety.report("spool.write", exc)
-                    break
-                written += len(chunk)
+            written = self._write_buffered()
             if written:
                 self.written += written
                 self._enforce_budget()
@@ -122,12 +112,32 @@ class Flusher:
                     safety.report("spool.after_write", exc)
             return written
 
-    def _keep_pending(self, chunk: list[BufferedRecord]) -> None:
+    def _write_buffered(self) -> int:
+        """Write what is buffered (and what gets buffered meanwhile) in chunks of at most
+        ``CHUNK`` records; returns the number of records committed."""
+        written = 0
+        piece = CHUNK * FIELDS
+        while True:
+            flat = self._pending or self.recorder.drain()
+            self._pending = []
+            if not flat:
+                return written
+            for start in range(0, len(flat), piece):
+                chunk = flat[start : start + piece]
+                try:
+                    self.spool.write(chunk)
+                except (sqlite3.Error, OSError) as exc:
+                    self._keep_pending(flat[start:])
+                    safety.report("spool.write", exc)
+                    return written
+                written += len(chunk) // FIELDS
+
+    def _keep_pending(self, flat: list[Any]) -> None:
         # Pull the rest of the buffer in as well so the bound below covers everything in memory.
-        pending = chunk + self.recorder.drain()
-        overflow = len(pending) - self.buffer_max_records
+        pending = flat + self.recorder.drain()
+        overflow = len(pending) // FIELDS - self.buffer_max_records
         if overflow > 0:
-            del pending[:overflow]
+            del pending[: overflow * FIELDS]
             safety.self_metrics.inc(safety.RECORDS_DROPPED, "buffer_full", overflow)
             logger.warning(
                 "mlobs: spool unwritable, dropped the %d oldest buffered records", overflow
@@ -179,7 +189,7 @@ class Flusher:
                 None,
                 {"reason": "disk_budget"},
             )
-            self.spool.write([marker])
+            self.spool.write(list(marker))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread after one last pass."""

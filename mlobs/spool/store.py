@@ -17,11 +17,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from mlobs.record.types import BufferedRecord, Kind, Record
+from mlobs.record.types import FIELDS, Kind, Record
 from mlobs.spool import codec
 
 SPOOL_SUFFIX = ".db"
@@ -235,25 +234,28 @@ class Spool:
             return sqlite3.connect(self.uri, uri=True, check_same_thread=False)
         return connect(self.path)
 
-    def write(self, batch: Sequence[BufferedRecord]) -> None:
-        """Append a batch as one chunk, in one transaction with its effect on the runs table."""
-        if not batch:
+    def write(self, flat: list[Any]) -> None:
+        """Append records, flat as the recorder buffers them (``FIELDS`` values per record), as
+        one chunk, in one transaction with their effect on the runs table."""
+        if not flat:
             return
-        payload = codec.encode(batch)
+        count, partial = divmod(len(flat), FIELDS)
+        if partial or type(flat[0]) is not int:
+            raise ValueError(f"not flat records of {FIELDS} fields each: {flat[:FIELDS]!r}...")
+        payload = codec.encode(flat)
         self.bytes_written += len(payload)
-        present = set(map(itemgetter(0), batch))
+        present = set(flat[0::FIELDS])
         kinds = 0
         for kind in present:
             kinds |= 1 << kind
-        run_ids = json.dumps(sorted(set(map(itemgetter(2), batch))))
+        run_ids = json.dumps(sorted(set(flat[2::FIELDS])))
         first = self._next_seq
-        last = first + len(batch) - 1
+        last = first + count - 1
+        first_ts, last_ts = flat[1], flat[1 - FIELDS]  # the first and the last record's ts
         with self._conn:
-            self._conn.execute(
-                _INSERT, (first, last, batch[0][1], batch[-1][1], kinds, run_ids, payload)
-            )
+            self._conn.execute(_INSERT, (first, last, first_ts, last_ts, kinds, run_ids, payload))
             if _EVENT in present:
-                for kind, ts, run_id, name, value, _step, _epoch, attrs in batch:
+                for kind, ts, run_id, name, value, _step, _epoch, attrs in codec.records(flat):
                     if kind == _EVENT:
                         self._apply_event(run_id, name, ts, value, attrs or {})
         self._next_seq = last + 1
