@@ -4,6 +4,7 @@ the disk budget, and sinks shipping from their own cursors."""
 from __future__ import annotations
 
 import marshal
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import mlobs
 from mlobs import runtime, safety
 from mlobs.export.memory import InMemoryExporter
+from mlobs.record.batch import Batch
 from mlobs.record.types import Kind
 from mlobs.spool import codec
 from mlobs.spool.store import Spool, SpoolReader, spool_files
@@ -265,34 +267,60 @@ def test_batches_that_end_inside_a_chunk_read_every_record_once(spool_dir: Path)
 
 def test_a_chunk_holds_the_records_as_buffered_and_older_chunks_still_read(tmp_path: Path) -> None:
     shared = {"split": "val"}
-    records = [
-        (int(Kind.GAUGE), 10, "r1", "loss", 0.5, 1, 0, shared),
-        (int(Kind.GAUGE), 11, "r1", "acc", float("nan"), 1, 0, shared),
-        (int(Kind.LOG), 12, "", "app", 20.0, None, None, {"message": "hi", "obj": object()}),
+    gauges = [
+        (int(Kind.GAUGE), 10.5, "r1", "loss", 0.5, 1, 0, shared),
+        (int(Kind.GAUGE), 11, "r1", "loss", float("nan"), 2, 0, shared),
+        (int(Kind.GAUGE), 12, "r1", "loss", -0.0, 3, 0, shared),
+        (int(Kind.GAUGE), 13, "r1", "loss", 0.0, 4, 0, shared),
     ]
-    decoded = codec.decode(codec.encode(codec.flatten(records[:2])))
-    assert decoded[0] == records[0] and decoded[0][7] is decoded[1][7]  # shared dict, once
+    decoded, offset = codec.decode(codec.encode(Batch.of(gauges), -5))
+    assert offset == -5 and len(decoded) == 4
+    assert decoded[0] == gauges[0] and decoded[3] == gauges[3]
+    assert decoded[0][7] is decoded[1][7]  # shared dict, once
     assert decoded[1][4] != decoded[1][4]  # NaN kept
-    decoded = codec.decode(codec.encode(codec.flatten(records)))
-    assert decoded[0] == records[0] and len(decoded) == 3
-    assert decoded[2][7]["obj"].startswith("<object")  # what marshal can't take becomes a string
-    # the layout of chunks written before records were buffered flat: a list of tuples
-    old = codec.MAGIC_TUPLES + marshal.dumps(records[:1] * 2, codec.MARSHAL_VERSION)
-    assert codec.decode(old) == records[:1] * 2
+    assert math.copysign(1, decoded[2][4]) == -1  # -0.0 kept apart from 0.0
+    assert (type(decoded[0][1]), type(decoded[1][1])) == (float, int)  # both kinds of stamp
+    mixed = [
+        *gauges[:1],
+        (int(Kind.LOG), 12, "", "app", 20.0, None, None, {"message": "hi", "obj": object()}),
+        (int(Kind.EVENT), 14, "r2", "run_end", None, None, None, {"status": "finished"}),
+    ]
+    decoded, _ = codec.decode(codec.encode(Batch.of(mixed), 0))
+    assert decoded[0] == mixed[0] and decoded[2] == mixed[2] and len(decoded) == 3
+    assert decoded[1][7]["obj"].startswith("<object")  # what marshal can't take becomes a string
+    # the layout of chunks written before records were buffered as columns: a list of tuples
+    old = codec.MAGIC_TUPLES + marshal.dumps(gauges[:1] * 2, codec.MARSHAL_VERSION)
+    assert codec.decode(old) == (gauges[:1] * 2, 0)
     with pytest.raises(ValueError, match="not an mlobs spool chunk"):
         codec.decode(b"JUNK" + marshal.dumps([], 4))
 
 
-def test_the_spool_refuses_what_is_not_whole_flat_records(tmp_path: Path) -> None:
+def test_monotonic_stamps_of_mlobs_log_read_back_as_wall_clock_nanoseconds(
+    spool_dir: Path,
+) -> None:
+    mlobs.configure(dir=str(spool_dir))
+    with mlobs.run("clock") as run:
+        before = time.time_ns()
+        mlobs.log(loss=1.0)
+        after = time.time_ns()
+        mlobs.log_labeled("drift", 0.5, {"feature": "f0"})  # stamped with time_ns()
+    mlobs.shutdown()
+    (loss,) = [r for r in read_all(spool_dir) if r.name == "loss"]
+    (drift,) = [r for r in read_all(spool_dir) if r.name == "drift"]
+    assert type(loss.ts_ns) is int and type(drift.ts_ns) is int
+    # the two clocks are read a few microseconds apart when the chunk is written
+    assert before - 1_000_000 <= loss.ts_ns <= after + 1_000_000, (before, loss.ts_ns, after)
+    assert loss.ts_ns <= drift.ts_ns + 1_000_000
+    assert loss.run_id == run.run_id and loss.seq < drift.seq
+
+
+def test_a_batch_of_uneven_columns_is_refused_not_written(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool-x.db")
-    record = (int(Kind.GAUGE), 10, "r1", "loss", 0.5, 1, None, None)
+    flat = [int(Kind.GAUGE), 10, "r1", "loss", 0.5, 1, None, None] * 2
     try:
-        with pytest.raises(ValueError, match="not flat records"):
-            spool.write([record])  # tuples, not their fields
-        with pytest.raises(ValueError, match="not flat records"):
-            spool.write(list(record)[:-1])
-        spool.write(list(record) * 3)
+        with pytest.raises(ValueError, match="unequal lengths"):
+            spool.write(Batch.from_flat(flat[:-1], 0, len(flat) - 1))  # a 7-field record
+        spool.write(Batch.from_flat(flat, 0, len(flat)))
     finally:
         spool.close()
-    (row,) = read_all(tmp_path)[:1]
-    assert row.seq == 1 and row.value == 0.5 and len(read_all(tmp_path)) == 3
+    assert [r.seq for r in read_all(tmp_path)] == [1, 2]

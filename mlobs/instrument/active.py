@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 _GAUGE = int(Kind.GAUGE)
 _time_ns = time.time_ns
+_monotonic = time.monotonic
 _get_run = current_run.get
 _SPLIT_CACHE_MAX = 1024
 _SYSTEM_ATTRS: dict[str, Any] = {"scope": "system"}
@@ -32,12 +33,13 @@ class ActiveRun:
     """
 
     __slots__ = (
+        "_progress_ns",
+        "_progress_step",
         "_split_attrs",
         "append",
         "epoch",
         "heartbeat_sent_ns",
         "last_epoch",
-        "last_progress_ns",
         "name",
         "recorder",
         "records_metrics",
@@ -55,7 +57,8 @@ class ActiveRun:
         self.step = 0
         self.epoch: int | None = None
         self.last_epoch = -1
-        self.last_progress_ns = time.time_ns()
+        self._progress_ns = time.time_ns()
+        self._progress_step = 0
         self.heartbeat_sent_ns = 0
         self.status = "running"
         self._split_attrs: dict[str, dict[str, Any]] = {}
@@ -65,6 +68,23 @@ class ActiveRun:
         """Point this run at a recorder (again, when ``mlobs.configure`` rebuilds the pipeline)."""
         self.recorder = recorder
         self.append: Callable[[BufferedRecord], None] = recorder.append
+
+    @property
+    def last_progress_ns(self) -> int:
+        """When the run last made progress: a step, an epoch end, a heartbeat, or a move of
+        :attr:`step`. ``mlobs.log`` only moves the step (reading the wall clock there too would
+        cost the hot path), so its progress is stamped when it is first looked at, by the
+        flusher's heartbeat pass within a flush interval."""
+        step = self.step
+        if step != self._progress_step:
+            self._progress_step = step
+            self._progress_ns = max(self._progress_ns, time.time_ns())
+        return self._progress_ns
+
+    @last_progress_ns.setter
+    def last_progress_ns(self, ns: int) -> None:
+        self._progress_step = self.step
+        self._progress_ns = ns
 
     def split_attrs(self, split: str) -> dict[str, Any]:
         """The attributes of a point with this split: one shared dict per split and run, which
@@ -135,16 +155,15 @@ def log(
         run = _run or _get_run() or _run_for_this_thread()
         if metrics:
             values = {**checked_names(metrics), **values}
-        ts = _time_ns()
+        ts = _monotonic()  # seconds, cheaper than time_ns() end to end (mlobs.record.types)
         if step is None:
             step = run.step = run.step + 1
         elif type(step) is int:
             run.step = step
         else:
             step = run.step = _coerce_step(step, run)
-        # the step and the progress timestamp move on every rank (logs, system metrics and the
-        # stall alert read them); only the values themselves are for the recording ranks
-        run.last_progress_ns = ts
+        # the step moves on every rank (logs, system metrics and progress read it); only the
+        # values themselves are for the recording ranks
         if not run.records_metrics:
             return
         attrs = None if split is None else run.split_attrs(split)

@@ -5,8 +5,9 @@ appending a record is ``list.extend(record_tuple)``: one C call, atomic under th
 blocking. The record's tuple is freed at once, so the buffer holds only the field values (floats,
 ints, strings, shared dicts). A tuple per record kept alive in a deque cost twice the memory and a
 young-generation garbage collection every few hundred calls, and draining it took a ``popleft``
-per record; here the flusher takes a whole prefix with one slice and one ``del``, and a record
-appended in between lands after that prefix and is never lost.
+per record. Here the flusher slices the buffer's first records into column batches and deletes
+them with one ``del``; producers only ever append at the end, so a record appended meanwhile stays
+in the buffer for the next pass.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mlobs.record.batch import Batch
 from mlobs.record.types import FIELDS, BufferedRecord
 
 
@@ -39,12 +41,14 @@ class Recorder:
         """Records buffered."""
         return len(self.buffer) // FIELDS
 
-    def drain(self) -> list[Any]:
-        """Remove and return every buffered record, flat (``FIELDS`` values per record)."""
+    def drain(self, batch_records: int) -> list[Batch]:
+        """Remove every buffered record, returned in batches of at most ``batch_records``."""
         buffer = self.buffer
-        taken = buffer[:]
-        del buffer[: len(taken)]  # only what was copied: appends since then stay
-        return taken
+        end = len(buffer)  # whole records: each append adds one, atomically
+        step = batch_records * FIELDS
+        batches = [Batch.from_flat(buffer, i, min(i + step, end)) for i in range(0, end, step)]
+        del buffer[:end]  # only what was taken: appends since then stay
+        return batches
 
     def after_fork_in_child(self) -> None:
         """Forget what the parent buffered (the parent flushes it) and replace the lock-holding

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from typing import Any, NamedTuple
 
 
@@ -28,11 +29,35 @@ METRIC_KINDS = frozenset((Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM))
 # Field order of a buffered record, as appended on the hot path: a plain tuple is the cheapest
 # thing to build, and the spool stores it as it is (see mlobs.spool.codec).
 BufferedRecord = tuple[
-    int, int, str, str, "float | None", "int | None", "int | None", "dict[str, Any] | None"
+    int,
+    "int | float",
+    str,
+    str,
+    "float | None",
+    "int | None",
+    "int | None",
+    "dict[str, Any] | None",
 ]
 FIELDS = 8
 """Fields per buffered record. The buffer and spool chunks hold records flat, field after field
 (see mlobs.record.recorder)."""
+
+# The timestamp of a buffered record is wall-clock nanoseconds (``time.time_ns()``), except on
+# mlobs.log's hot path, which stamps ``time.monotonic()`` seconds: a float is cheaper to make and
+# several times cheaper for the flusher to write than a 61-bit int. The spool turns such a stamp
+# into wall-clock nanoseconds with the offset between the two clocks measured when it writes the
+# chunk, a second or so later; a wall-clock step (NTP, a suspend) in between shifts those records
+# by the step, as if it had happened before they were logged.
+
+
+def clock_offset_ns() -> int:
+    """Wall-clock minus monotonic time, in nanoseconds, now."""
+    return time.time_ns() - time.monotonic_ns()
+
+
+def wall_ns(ts: int | float, offset_ns: int) -> int:
+    """A buffered record's timestamp in wall-clock nanoseconds (see ``clock_offset_ns``)."""
+    return int(ts * 1e9) + offset_ns if type(ts) is float else int(ts)
 
 
 class Record(NamedTuple):

@@ -2,41 +2,56 @@
 
 The spool stores records in chunks, one SQLite row per flush, because a row per record costs
 4-7 µs of SQLite work on a small machine, mostly with the GIL held, which a training loop logging
-a million values cannot afford. A chunk is the batch's fields, flat as the recorder buffers them
-(``FIELDS`` per record), in Python's ``marshal`` format, version 4 (stable since Python 3.4, pinned
-here): written and read in C at a few hundred nanoseconds per record, shared objects (a run id, a
-split's attribute dict) stored once.
+a million values cannot afford. A chunk holds its records as columns, one per field, in Python's
+``marshal`` format, version 4 (stable since Python 3.4, pinned here), written and read in C. A
+column whose every value is the same (the kind, run id, metric name, epoch or split of a stretch of
+``mlobs.log`` calls) is stored once, so a chunk of metric values costs little more than its
+timestamps, values and steps; objects shared between records (a split's attribute dict) are stored
+once too. Before the columns, the header holds the wall-clock minus monotonic offset of the
+write, for the records stamped with monotonic time (see mlobs.record.types).
 
 ``marshal`` takes only built-in types. A log record's ``extra=`` may carry anything, so a batch
 that does not marshal is encoded again with such attribute values turned into strings.
 ``marshal`` is not hardened against malicious input: spool files are the local user's own data.
 
-Chunks written before the flat layout (``MLC1``: a list of record tuples) still decode.
+Chunks written before the columns (``MLC1``: a list of record tuples) still decode.
 """
 
 from __future__ import annotations
 
 import marshal
-from collections.abc import Iterable
+import struct
+from itertools import repeat
 from typing import Any
 
-from mlobs.record.types import FIELDS, BufferedRecord
+from mlobs.record.batch import ATTRS, EPOCH, KIND, NAME, RUN_ID, STEP, Batch, column_is_constant
+from mlobs.record.types import BufferedRecord
 
 MAGIC = b"MLC2"
 MAGIC_TUPLES = b"MLC1"
 MARSHAL_VERSION = 4
-ATTRS = 7
-"""Position of the attribute dict within a record."""
+_OFFSET = struct.Struct("<q")
+
+_SHAREABLE = (KIND, RUN_ID, NAME, STEP, EPOCH, ATTRS)
+"""Columns stored once when all their values are equal. Not the timestamp (an int and a float
+stamp must not merge) nor the value (0.0 and -0.0 compare equal)."""
 
 
-def encode(flat: list[Any]) -> bytes:
-    """Pack records, flat (``FIELDS`` values per record), into one chunk."""
+def encode(batch: Batch, clock_offset_ns: int) -> bytes:
+    """Pack a non-empty batch into one chunk, with the clock offset that turns its monotonic
+    timestamps into wall-clock ones (see mlobs.record.types)."""
+    columns: list[Any] = list(batch.columns)
+    for position in _SHAREABLE:
+        column = columns[position]
+        if column_is_constant(column):
+            columns[position] = (column[0],)  # a tuple: stored once (a column is a list)
+    header = MAGIC + _OFFSET.pack(clock_offset_ns)
     try:
-        return MAGIC + marshal.dumps(flat, MARSHAL_VERSION)
+        return header + marshal.dumps((len(batch), columns), MARSHAL_VERSION)
     except ValueError:  # an attribute value of a type marshal does not know
-        cleaned = flat[:]
-        cleaned[ATTRS::FIELDS] = [_plain(attrs) for attrs in flat[ATTRS::FIELDS]]
-        return MAGIC + marshal.dumps(cleaned, MARSHAL_VERSION)
+        attrs = columns[ATTRS]
+        columns[ATTRS] = type(attrs)(_plain(a) for a in attrs)
+        return header + marshal.dumps((len(batch), columns), MARSHAL_VERSION)
 
 
 def _plain(value: Any) -> Any:
@@ -50,22 +65,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def decode(payload: bytes) -> list[BufferedRecord]:
-    """The records of a chunk, as they were buffered."""
+def decode(payload: bytes) -> tuple[list[BufferedRecord], int]:
+    """The records of a chunk, as they were buffered, and its clock offset in nanoseconds."""
     magic = payload[:4]
     if magic == MAGIC:
-        return records(marshal.loads(payload[4:]))
+        (offset,) = _OFFSET.unpack_from(payload, 4)
+        count, columns = marshal.loads(payload[4 + _OFFSET.size :])
+        expanded = [repeat(c[0], count) if type(c) is tuple else c for c in columns]
+        return list(zip(*expanded, strict=True)), offset
     if magic == MAGIC_TUPLES:
         tuples: list[BufferedRecord] = marshal.loads(payload[4:])
-        return tuples
+        return tuples, 0
     raise ValueError(f"not an mlobs spool chunk (starts with {magic!r})")
-
-
-def flatten(records: Iterable[BufferedRecord]) -> list[Any]:
-    """Record tuples laid out flat, as the recorder buffers them and the spool writes them."""
-    return [field for record in records for field in record]
-
-
-def records(flat: list[Any]) -> list[BufferedRecord]:
-    """Flat fields regrouped into one tuple per record (in C: ``zip`` of one iterator)."""
-    return list(zip(*[iter(flat)] * FIELDS, strict=True))

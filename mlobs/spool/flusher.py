@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from mlobs import safety
+from mlobs.record.batch import Batch
 from mlobs.record.recorder import Recorder
-from mlobs.record.types import FIELDS, BufferedRecord, Kind
+from mlobs.record.types import BufferedRecord, Kind
 from mlobs.spool.store import RECORDS_DROPPED, Spool, directory_bytes
 
 logger = logging.getLogger("mlobs")
@@ -68,8 +68,8 @@ class Flusher:
         self._written_at_check = 0
         self._next_check = 0.0
         self._lock = threading.Lock()
-        self._pending: list[Any] = []
-        """Records (flat) whose write failed, written first at the next pass."""
+        self._pending: list[Batch] = []
+        """Batches whose write failed, written first at the next pass."""
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
@@ -116,28 +116,30 @@ class Flusher:
         """Write what is buffered (and what gets buffered meanwhile) in chunks of at most
         ``CHUNK`` records; returns the number of records committed."""
         written = 0
-        piece = CHUNK * FIELDS
         while True:
-            flat = self._pending or self.recorder.drain()
+            batches = self._pending or self.recorder.drain(CHUNK)
             self._pending = []
-            if not flat:
+            if not batches:
                 return written
-            for start in range(0, len(flat), piece):
-                chunk = flat[start : start + piece]
+            for i, batch in enumerate(batches):
                 try:
-                    self.spool.write(chunk)
+                    self.spool.write(batch)
                 except (sqlite3.Error, OSError) as exc:
-                    self._keep_pending(flat[start:])
+                    self._keep_pending(batches[i:])
                     safety.report("spool.write", exc)
                     return written
-                written += len(chunk) // FIELDS
+                written += len(batch)
 
-    def _keep_pending(self, flat: list[Any]) -> None:
-        # Pull the rest of the buffer in as well so the bound below covers everything in memory.
-        pending = flat + self.recorder.drain()
-        overflow = len(pending) // FIELDS - self.buffer_max_records
+    def _keep_pending(self, batches: list[Batch]) -> None:
+        # Take the rest of the buffer in as well so the bound below covers everything in memory.
+        pending = batches + self.recorder.drain(CHUNK)
+        overflow = sum(map(len, pending)) - self.buffer_max_records
         if overflow > 0:
-            del pending[: overflow * FIELDS]
+            left = overflow
+            while pending and len(pending[0]) <= left:
+                left -= len(pending.pop(0))
+            if left:
+                pending[0].drop_oldest(left)
             safety.self_metrics.inc(safety.RECORDS_DROPPED, "buffer_full", overflow)
             logger.warning(
                 "mlobs: spool unwritable, dropped the %d oldest buffered records", overflow
@@ -189,7 +191,7 @@ class Flusher:
                 None,
                 {"reason": "disk_budget"},
             )
-            self.spool.write(list(marker))
+            self.spool.write(Batch.of([marker]))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread after one last pass."""

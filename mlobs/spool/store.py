@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlobs.record.types import FIELDS, Kind, Record
+from mlobs.record.batch import KIND, RUN_ID, TS, Batch
+from mlobs.record.types import Kind, Record, clock_offset_ns, wall_ns
 from mlobs.spool import codec
 
 SPOOL_SUFFIX = ".db"
@@ -162,7 +163,10 @@ def decode_chunk(first_seq: int, payload: bytes, after: int = 0) -> list[Record]
     no_attrs = _NO_ATTRS
     start = max(0, after + 1 - first_seq)
     seq = first_seq + start
-    for kind, ts, run_id, name, value, step, epoch, attrs in codec.decode(payload)[start:]:
+    records, clock_offset = codec.decode(payload)
+    for kind, ts, run_id, name, value, step, epoch, attrs in records[start:]:
+        if type(ts) is float:  # mlobs.log's monotonic seconds (see mlobs.record.types)
+            ts = int(ts * 1e9) + clock_offset
         if attrs is None:
             attrs = no_attrs
         elif kind == _SPAN:
@@ -234,29 +238,32 @@ class Spool:
             return sqlite3.connect(self.uri, uri=True, check_same_thread=False)
         return connect(self.path)
 
-    def write(self, flat: list[Any]) -> None:
-        """Append records, flat as the recorder buffers them (``FIELDS`` values per record), as
-        one chunk, in one transaction with their effect on the runs table."""
-        if not flat:
+    def write(self, batch: Batch) -> None:
+        """Append a batch as one chunk, in one transaction with its effect on the runs table."""
+        count = len(batch)
+        if not count:
             return
-        count, partial = divmod(len(flat), FIELDS)
-        if partial or type(flat[0]) is not int:
-            raise ValueError(f"not flat records of {FIELDS} fields each: {flat[:FIELDS]!r}...")
-        payload = codec.encode(flat)
+        if any(len(column) != count for column in batch.columns):
+            # a record of the wrong size was buffered: refuse rather than write an unreadable chunk
+            raise ValueError(f"columns of unequal lengths: {list(map(len, batch.columns))}")
+        clock_offset = clock_offset_ns()
+        payload = codec.encode(batch, clock_offset)
         self.bytes_written += len(payload)
-        present = set(flat[0::FIELDS])
+        present = batch.distinct(KIND)
         kinds = 0
         for kind in present:
             kinds |= 1 << kind
-        run_ids = json.dumps(sorted(set(flat[2::FIELDS])))
+        run_ids = json.dumps(sorted(batch.distinct(RUN_ID)))
+        stamps = batch.columns[TS]
         first = self._next_seq
         last = first + count - 1
-        first_ts, last_ts = flat[1], flat[1 - FIELDS]  # the first and the last record's ts
+        first_ts, last_ts = wall_ns(stamps[0], clock_offset), wall_ns(stamps[-1], clock_offset)
         with self._conn:
             self._conn.execute(_INSERT, (first, last, first_ts, last_ts, kinds, run_ids, payload))
             if _EVENT in present:
-                for kind, ts, run_id, name, value, _step, _epoch, attrs in codec.records(flat):
+                for kind, ts, run_id, name, value, _step, _epoch, attrs in batch.records():
                     if kind == _EVENT:
+                        ts = wall_ns(ts, clock_offset)
                         self._apply_event(run_id, name, ts, value, attrs or {})
         self._next_seq = last + 1
 
