@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,18 @@ def test_a_batch_of_uneven_columns_is_refused_not_written(tmp_path: Path) -> Non
     finally:
         spool.close()
     assert [r.seq for r in read_all(tmp_path)] == [1, 2]
+
+
+def test_a_column_of_equal_values_is_stored_once() -> None:
+    def gauges(run_id: Callable[[int], str]) -> Batch:
+        g = int(Kind.GAUGE)
+        return Batch.of((g, 100.0 + i, run_id(i), "loss", i * 0.5, i, 3, None) for i in range(1000))
+
+    same = codec.encode(gauges(lambda i: "r" * 32), 0)
+    varying = codec.encode(gauges(lambda i: f"{i:032d}"), 0)
+    # a float stamp and value take 9 bytes each, a step 5: 23 per record, the rest once per chunk
+    assert len(same) < 1000 * 25
+    assert len(varying) > len(same) + 1000 * 32
+    (decoded, _), (other, _) = codec.decode(same), codec.decode(varying)
+    assert decoded[999] == (int(Kind.GAUGE), 1099.0, "r" * 32, "loss", 499.5, 999, 3, None)
+    assert other[999][2] == f"{999:032d}"

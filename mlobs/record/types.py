@@ -27,7 +27,7 @@ class Kind(enum.IntEnum):
 METRIC_KINDS = frozenset((Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM))
 
 # Field order of a buffered record, as appended on the hot path: a plain tuple is the cheapest
-# thing to build, and the spool stores it as it is (see mlobs.spool.codec).
+# thing to build (see mlobs.record.recorder for what the buffer keeps of it).
 BufferedRecord = tuple[
     int,
     "int | float",
@@ -39,8 +39,8 @@ BufferedRecord = tuple[
     "dict[str, Any] | None",
 ]
 FIELDS = 8
-"""Fields per buffered record. The buffer and spool chunks hold records flat, field after field
-(see mlobs.record.recorder)."""
+"""Fields per buffered record. The buffer holds records flat, field after field; the flusher
+writes them as columns (mlobs.record.batch)."""
 
 # The timestamp of a buffered record is wall-clock nanoseconds (``time.time_ns()``), except on
 # mlobs.log's hot path, which stamps ``time.monotonic()`` seconds: a float is cheaper to make and
