@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import mlobs
-from mlobs.record.batch import Batch
+from mlobs.record.columns import Columns
 from mlobs.record.types import Kind
 from mlobs.spool.catalog import AmbiguousRun, Catalog, NoSpoolDirectory, RunNotFound
 from mlobs.spool.store import HEARTBEAT, RUN_END, RUN_START, Spool
@@ -142,7 +142,7 @@ def test_rows_of_one_run_id_in_several_files_prefer_the_final_one(tmp_path: Path
     rank1 = Spool(tmp_path / "spool-rank1.db")
     start = {"run_name": "ddp", "resource": {"rank": 0}}
     rank0.write(
-        Batch.of(
+        Columns.of(
             [
                 (int(Kind.EVENT), 100, "r1", RUN_START, None, None, None, start),
                 (int(Kind.EVENT), 900, "r1", HEARTBEAT, 0.000_000_9, None, None, None),
@@ -150,7 +150,7 @@ def test_rows_of_one_run_id_in_several_files_prefer_the_final_one(tmp_path: Path
         )
     )
     rank1.write(
-        Batch.of(
+        Columns.of(
             [
                 (int(Kind.EVENT), 50, "r1", RUN_START, None, None, None, start),
                 (int(Kind.EVENT), 500, "r1", RUN_END, None, None, None, {"status": "finished"}),

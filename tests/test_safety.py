@@ -16,6 +16,7 @@ from mlobs import runtime, safety
 from mlobs.export.base import Batch, Exporter, ExportResult
 from mlobs.export.memory import InMemoryExporter
 from mlobs.record.types import Kind
+from mlobs.spool import flusher
 
 from .spool_util import metric_values, read_all
 
@@ -82,6 +83,30 @@ def test_full_spool_delays_records_and_loses_none(spool_dir: Path) -> None:
         conn.execute("PRAGMA max_page_count = 1073741823")
     mlobs.flush()
     assert metric_values(spool_dir, "x") == [float(i) for i in range(5000)]
+
+
+def test_records_held_while_the_spool_is_full_are_bounded_oldest_dropped_first(
+    spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flusher, "CHUNK", 1000)  # several batches per pass, each bigger than 500
+    mlobs.configure(dir=str(spool_dir), flush_interval=60, buffer_max_records=2500)
+    rt = runtime.get()
+    conn = rt.spool._conn
+    with mlobs.run("r"):
+        mlobs.log(warmup=0.0)
+        rt.flush_spool()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        for i in range(3000):
+            mlobs.log(x=float(i))
+        rt.flush_spool()  # fails: 3,000 held, the oldest 500 dropped (part of a batch)
+        for i in range(3000, 4500):
+            mlobs.log(x=float(i))
+        rt.flush_spool()  # fails again: 4,000 held, two whole batches dropped
+        conn.execute("PRAGMA max_page_count = 1073741823")
+    mlobs.flush()
+    assert metric_values(spool_dir, "x") == [float(i) for i in range(2000, 4500)]
+    assert safety.self_metrics.get(safety.RECORDS_DROPPED, "buffer_full") == 2000
 
 
 class RaisingExporter(Exporter):

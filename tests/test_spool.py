@@ -20,7 +20,7 @@ import pytest
 import mlobs
 from mlobs import runtime, safety
 from mlobs.export.memory import InMemoryExporter
-from mlobs.record.batch import Batch
+from mlobs.record.columns import Columns
 from mlobs.record.types import Kind
 from mlobs.spool import codec
 from mlobs.spool.store import Spool, SpoolReader, spool_files
@@ -274,7 +274,7 @@ def test_a_chunk_holds_the_records_as_buffered_and_older_chunks_still_read(tmp_p
         (int(Kind.GAUGE), 12, "r1", "loss", -0.0, 3, 0, shared),
         (int(Kind.GAUGE), 13, "r1", "loss", 0.0, 4, 0, shared),
     ]
-    decoded, offset = codec.decode(codec.encode(Batch.of(gauges), -5))
+    decoded, offset = codec.decode(codec.encode(Columns.of(gauges), -5))
     assert offset == -5 and len(decoded) == 4
     assert decoded[0] == gauges[0] and decoded[3] == gauges[3]
     assert decoded[0][7] is decoded[1][7]  # shared dict, once
@@ -286,7 +286,7 @@ def test_a_chunk_holds_the_records_as_buffered_and_older_chunks_still_read(tmp_p
         (int(Kind.LOG), 12, "", "app", 20.0, None, None, {"message": "hi", "obj": object()}),
         (int(Kind.EVENT), 14, "r2", "run_end", None, None, None, {"status": "finished"}),
     ]
-    decoded, _ = codec.decode(codec.encode(Batch.of(mixed), 0))
+    decoded, _ = codec.decode(codec.encode(Columns.of(mixed), 0))
     assert decoded[0] == mixed[0] and decoded[2] == mixed[2] and len(decoded) == 3
     assert decoded[1][7]["obj"].startswith("<object")  # what marshal can't take becomes a string
     # the layout of chunks written before records were buffered as columns: a list of tuples
@@ -320,17 +320,18 @@ def test_a_batch_of_uneven_columns_is_refused_not_written(tmp_path: Path) -> Non
     flat = [int(Kind.GAUGE), 10, "r1", "loss", 0.5, 1, None, None] * 2
     try:
         with pytest.raises(ValueError, match="unequal lengths"):
-            spool.write(Batch.from_flat(flat[:-1], 0, len(flat) - 1))  # a 7-field record
-        spool.write(Batch.from_flat(flat, 0, len(flat)))
+            spool.write(Columns.from_flat(flat[:-1], 0, len(flat) - 1))  # a 7-field record
+        spool.write(Columns.from_flat(flat, 0, len(flat)))
     finally:
         spool.close()
     assert [r.seq for r in read_all(tmp_path)] == [1, 2]
 
 
 def test_a_column_of_equal_values_is_stored_once() -> None:
-    def gauges(run_id: Callable[[int], str]) -> Batch:
+    def gauges(run_id: Callable[[int], str]) -> Columns:
         g = int(Kind.GAUGE)
-        return Batch.of((g, 100.0 + i, run_id(i), "loss", i * 0.5, i, 3, None) for i in range(1000))
+        records = [(g, 100.0 + i, run_id(i), "loss", i * 0.5, i, 3, None) for i in range(1000)]
+        return Columns.of(records)
 
     same = codec.encode(gauges(lambda i: "r" * 32), 0)
     varying = codec.encode(gauges(lambda i: f"{i:032d}"), 0)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from mlobs.record.batch import Batch
+from mlobs.record.columns import Columns
 from mlobs.record.types import FIELDS, BufferedRecord
 
 
@@ -41,12 +41,12 @@ class Recorder:
         """Records buffered."""
         return len(self.buffer) // FIELDS
 
-    def drain(self, batch_records: int) -> list[Batch]:
+    def drain(self, batch_records: int) -> list[Columns]:
         """Remove every buffered record, returned in batches of at most ``batch_records``."""
         buffer = self.buffer
         end = len(buffer)  # whole records: each append adds one, atomically
         step = batch_records * FIELDS
-        batches = [Batch.from_flat(buffer, i, min(i + step, end)) for i in range(0, end, step)]
+        batches = [Columns.from_flat(buffer, i, min(i + step, end)) for i in range(0, end, step)]
         del buffer[:end]  # only what was taken: appends since then stay
         return batches
 

@@ -40,7 +40,7 @@ BufferedRecord = tuple[
 ]
 FIELDS = 8
 """Fields per buffered record. The buffer holds records flat, field after field; the flusher
-writes them as columns (mlobs.record.batch)."""
+writes them as columns (mlobs.record.columns)."""
 
 # The timestamp of a buffered record is wall-clock nanoseconds (``time.time_ns()``), except on
 # mlobs.log's hot path, which stamps ``time.monotonic()`` seconds: a float is cheaper to make and

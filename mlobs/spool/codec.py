@@ -24,7 +24,7 @@ import struct
 from itertools import repeat
 from typing import Any
 
-from mlobs.record.batch import ATTRS, EPOCH, KIND, NAME, RUN_ID, STEP, Batch, column_is_constant
+from mlobs.record.columns import ATTRS, EPOCH, KIND, NAME, RUN_ID, STEP, Columns, column_is_constant
 from mlobs.record.types import BufferedRecord
 
 MAGIC = b"MLC2"
@@ -37,7 +37,7 @@ _SHAREABLE = (KIND, RUN_ID, NAME, STEP, EPOCH, ATTRS)
 stamp must not merge) nor the value (0.0 and -0.0 compare equal)."""
 
 
-def encode(batch: Batch, clock_offset_ns: int) -> bytes:
+def encode(batch: Columns, clock_offset_ns: int) -> bytes:
     """Pack a non-empty batch into one chunk, with the clock offset that turns its monotonic
     timestamps into wall-clock ones (see mlobs.record.types)."""
     columns: list[Any] = list(batch.columns)

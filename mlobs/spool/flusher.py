@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mlobs import safety
-from mlobs.record.batch import Batch
+from mlobs.record.columns import Columns
 from mlobs.record.recorder import Recorder
 from mlobs.record.types import BufferedRecord, Kind
 from mlobs.spool.store import RECORDS_DROPPED, Spool, directory_bytes
@@ -68,7 +68,7 @@ class Flusher:
         self._written_at_check = 0
         self._next_check = 0.0
         self._lock = threading.Lock()
-        self._pending: list[Batch] = []
+        self._pending: list[Columns] = []
         """Batches whose write failed, written first at the next pass."""
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,7 +130,7 @@ class Flusher:
                     return written
                 written += len(batch)
 
-    def _keep_pending(self, batches: list[Batch]) -> None:
+    def _keep_pending(self, batches: list[Columns]) -> None:
         # Take the rest of the buffer in as well so the bound below covers everything in memory.
         pending = batches + self.recorder.drain(CHUNK)
         overflow = sum(map(len, pending)) - self.buffer_max_records
@@ -191,7 +191,7 @@ class Flusher:
                 None,
                 {"reason": "disk_budget"},
             )
-            self.spool.write(Batch.of([marker]))
+            self.spool.write(Columns.of([marker]))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread after one last pass."""

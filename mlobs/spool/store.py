@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlobs.record.batch import KIND, RUN_ID, TS, Batch
+from mlobs.record.columns import KIND, RUN_ID, TS, Columns
 from mlobs.record.types import Kind, Record, clock_offset_ns, wall_ns
 from mlobs.spool import codec
 
@@ -238,7 +238,7 @@ class Spool:
             return sqlite3.connect(self.uri, uri=True, check_same_thread=False)
         return connect(self.path)
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Columns) -> None:
         """Append a batch as one chunk, in one transaction with its effect on the runs table."""
         count = len(batch)
         if not count:

@@ -1,4 +1,5 @@
-"""Buffered records as columns: what the flusher takes from the recorder and writes as a chunk."""
+"""A batch of buffered records as columns: what the flusher takes from the recorder and writes
+as one spool chunk."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ KIND, TS, RUN_ID, NAME, VALUE, STEP, EPOCH, ATTRS = range(FIELDS)
 """Positions of a record's fields."""
 
 
-class Batch:
-    """Records as columns, one list per field.
+class Columns:
+    """A batch of records as columns, one list per field.
 
     The columns should hold the only references to the records' values: ``marshal`` looks every
     object that has another reference up in a table, to write it once, which nearly doubles the
@@ -26,13 +27,13 @@ class Batch:
         self.columns = columns
 
     @classmethod
-    def from_flat(cls, flat: list[Any], start: int, stop: int) -> Batch:
+    def from_flat(cls, flat: list[Any], start: int, stop: int) -> Columns:
         """The records of ``flat[start:stop]``, ``FIELDS`` values per record, ``start`` and
         ``stop`` on record boundaries."""
         return cls([flat[start + field : stop : FIELDS] for field in range(FIELDS)])
 
     @classmethod
-    def of(cls, records: Iterable[BufferedRecord]) -> Batch:
+    def of(cls, records: Iterable[BufferedRecord]) -> Columns:
         """A batch of record tuples (tests, and records written by the flusher itself)."""
         columns = [list(column) for column in zip(*records, strict=True)]
         return cls(columns or [[] for _ in range(FIELDS)])
