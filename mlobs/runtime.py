@@ -166,7 +166,7 @@ class Runtime:
     def flush(self, timeout: float = 10.0) -> bool:
         """Write the buffer to the spool and ship it to every sink; ``True`` if all caught up."""
         deadline = time.monotonic() + timeout
-        self.flusher.flush()
+        self.flusher.flush(wake_sinks=False)  # shipped below, on this thread
         ok = True
         for shipper in self.shippers:
             ok = shipper.ship_available(deadline) and ok

@@ -23,7 +23,7 @@ from mlobs.export.memory import InMemoryExporter
 from mlobs.record.columns import Columns
 from mlobs.record.types import Kind
 from mlobs.spool import codec
-from mlobs.spool.store import Spool, SpoolReader, spool_files
+from mlobs.spool.store import Spool, SpoolReader, decode_chunk, spool_files
 
 from .spool_util import metric_values, read_all
 
@@ -266,34 +266,37 @@ def test_batches_that_end_inside_a_chunk_read_every_record_once(spool_dir: Path)
         reader.close()
 
 
-def test_a_chunk_holds_the_records_as_buffered_and_older_chunks_still_read(tmp_path: Path) -> None:
+def test_a_chunk_holds_the_records_as_buffered_and_older_chunks_still_read() -> None:
     shared = {"split": "val"}
     gauges = [
-        (int(Kind.GAUGE), 10.5, "r1", "loss", 0.5, 1, 0, shared),
+        (int(Kind.GAUGE), 10, "r1", "loss", 0.5, 1, 0, shared),
         (int(Kind.GAUGE), 11, "r1", "loss", float("nan"), 2, 0, shared),
         (int(Kind.GAUGE), 12, "r1", "loss", -0.0, 3, 0, shared),
-        (int(Kind.GAUGE), 13, "r1", "loss", 0.0, 4, 0, shared),
+        (int(Kind.GAUGE), 13, "r1", "loss", 0.0, 4, 0, None),
     ]
-    decoded, offset = codec.decode(codec.encode(Columns.of(gauges), -5))
-    assert offset == -5 and len(decoded) == 4
-    assert decoded[0] == gauges[0] and decoded[3] == gauges[3]
-    assert decoded[0][7] is decoded[1][7]  # shared dict, once
-    assert decoded[1][4] != decoded[1][4]  # NaN kept
-    assert math.copysign(1, decoded[2][4]) == -1  # -0.0 kept apart from 0.0
-    assert (type(decoded[0][1]), type(decoded[1][1])) == (float, int)  # both kinds of stamp
+    records = decode_chunk(7, codec.encode(Columns.of(gauges), -5))
+    assert [r.seq for r in records] == [7, 8, 9, 10]
+    assert records[0] == (7, Kind.GAUGE, 10, "r1", "loss", 0.5, 1, 0, shared)
+    assert records[0].attrs is records[1].attrs  # shared when recorded, shared again
+    assert records[3].attrs == {}
+    nan, negative_zero = records[1].value, records[2].value
+    assert nan is not None and math.isnan(nan)
+    assert negative_zero is not None and math.copysign(1, negative_zero) == -1  # not 0.0
+    assert decode_chunk(7, codec.encode(Columns.of(gauges), -5), after=8)[0].seq == 9
     mixed = [
-        *gauges[:1],
+        (int(Kind.GAUGE), 1.5, "r1", "loss", 0.5, 1, 0, None),  # a monotonic stamp, in seconds
         (int(Kind.LOG), 12, "", "app", 20.0, None, None, {"message": "hi", "obj": object()}),
-        (int(Kind.EVENT), 14, "r2", "run_end", None, None, None, {"status": "finished"}),
+        (int(Kind.SPAN), 14, "r2", "step", 0.1, None, None, {"span_id": 255, "status": "ok"}),
     ]
-    decoded, _ = codec.decode(codec.encode(Columns.of(mixed), 0))
-    assert decoded[0] == mixed[0] and decoded[2] == mixed[2] and len(decoded) == 3
-    assert decoded[1][7]["obj"].startswith("<object")  # what marshal can't take becomes a string
+    log, span = decode_chunk(1, codec.encode(Columns.of(mixed), 1000))[1:]
+    assert decode_chunk(1, codec.encode(Columns.of(mixed), 1000))[0].ts_ns == 1_500_001_000
+    assert log.attrs["message"] == "hi" and log.attrs["obj"].startswith("<object")  # as a string
+    assert span.attrs == {"span_id": "00000000000000ff", "status": "ok"} and span.ts_ns == 14
     # the layout of chunks written before records were buffered as columns: a list of tuples
     old = codec.MAGIC_TUPLES + marshal.dumps(gauges[:1] * 2, codec.MARSHAL_VERSION)
-    assert codec.decode(old) == (gauges[:1] * 2, 0)
+    assert [tuple(r) for r in decode_chunk(1, old)] == [(1, *gauges[0]), (2, *gauges[0])]
     with pytest.raises(ValueError, match="not an mlobs spool chunk"):
-        codec.decode(b"JUNK" + marshal.dumps([], 4))
+        decode_chunk(1, b"JUNK" + marshal.dumps([], 4))
 
 
 def test_monotonic_stamps_of_mlobs_log_read_back_as_wall_clock_nanoseconds(
@@ -338,6 +341,6 @@ def test_a_column_of_equal_values_is_stored_once() -> None:
     # a float stamp and value take 9 bytes each, a step 5: 23 per record, the rest once per chunk
     assert len(same) < 1000 * 25
     assert len(varying) > len(same) + 1000 * 32
-    (decoded, _), (other, _) = codec.decode(same), codec.decode(varying)
-    assert decoded[999] == (int(Kind.GAUGE), 1099.0, "r" * 32, "loss", 499.5, 999, 3, None)
-    assert other[999][2] == f"{999:032d}"
+    last = decode_chunk(1, same)[999]
+    assert last[2:] == (1099 * 10**9, "r" * 32, "loss", 499.5, 999, 3, {})
+    assert decode_chunk(1, varying)[999].run_id == f"{999:032d}"

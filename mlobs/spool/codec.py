@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import marshal
 import struct
-from itertools import repeat
 from typing import Any
 
 from mlobs.record.columns import ATTRS, EPOCH, KIND, NAME, RUN_ID, STEP, Columns, column_is_constant
@@ -65,15 +64,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def decode(payload: bytes) -> tuple[list[BufferedRecord], int]:
-    """The records of a chunk, as they were buffered, and its clock offset in nanoseconds."""
+def decode(payload: bytes) -> tuple[int, list[Any], int]:
+    """A chunk's record count, its columns as stored (a list of values, or a 1-tuple holding the
+    value of every record), and its clock offset in nanoseconds."""
     magic = payload[:4]
     if magic == MAGIC:
         (offset,) = _OFFSET.unpack_from(payload, 4)
         count, columns = marshal.loads(payload[4 + _OFFSET.size :])
-        expanded = [repeat(c[0], count) if type(c) is tuple else c for c in columns]
-        return list(zip(*expanded, strict=True)), offset
+        return count, columns, offset
     if magic == MAGIC_TUPLES:
         tuples: list[BufferedRecord] = marshal.loads(payload[4:])
-        return tuples, 0
+        return len(tuples), [list(column) for column in zip(*tuples, strict=True)], 0
     raise ValueError(f"not an mlobs spool chunk (starts with {magic!r})")

@@ -95,8 +95,12 @@ class Flusher:
             except Exception as exc:  # never let the thread die: the next pass retries
                 safety.report("spool.flusher", exc)
 
-    def flush(self) -> int:
-        """Write everything buffered so far; returns the number of records committed."""
+    def flush(self, *, wake_sinks: bool = True) -> int:
+        """Write everything buffered so far; returns the number of records committed.
+
+        ``wake_sinks=False`` skips the ``after_write`` call, for a caller that ships the records
+        itself right after (waking the sinks' threads too would only hand the work over to them).
+        """
         with self._lock:
             try:
                 self._before_flush()
@@ -106,6 +110,7 @@ class Flusher:
             if written:
                 self.written += written
                 self._enforce_budget()
+            if written and wake_sinks:
                 try:
                     self._after_write()
                 except Exception as exc:

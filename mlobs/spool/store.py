@@ -10,6 +10,7 @@ every sink's cursor.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -17,10 +18,11 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from mlobs.record.columns import KIND, RUN_ID, TS, Columns
+from mlobs.record.columns import ATTRS, KIND, RUN_ID, TS, Columns
 from mlobs.record.types import Kind, Record, clock_offset_ns, wall_ns
 from mlobs.spool import codec
 
@@ -152,28 +154,38 @@ def decode_chunk(first_seq: int, payload: bytes, after: int = 0) -> list[Record]
     recorded share it again, and records without attributes share one empty dict: treat
     ``Record.attrs`` as read-only.
 
-    Sinks read every record through here, so it is written for speed: ``Record._make`` is
-    ``tuple.__new__`` in C (``Record(...)`` goes through a Python-level ``__new__``), and a fresh
-    empty dict per record would be one more object for the garbage collector to track.
+    Sinks read every record through here, so it works a column at a time and builds each record
+    in C: ``zip`` of the columns and ``tuple.__new__(Record, ...)`` (``Record(...)`` and
+    ``Record._make`` are Python-level). A fresh empty dict per record would be one more object for
+    the garbage collector to track.
     """
-    out: list[Record] = []
-    append = out.append
-    make = Record._make
-    kinds = _KINDS
-    no_attrs = _NO_ATTRS
+    count, stored, clock_offset = codec.decode(payload)
     start = max(0, after + 1 - first_seq)
-    seq = first_seq + start
-    records, clock_offset = codec.decode(payload)
-    for kind, ts, run_id, name, value, step, epoch, attrs in records[start:]:
-        if type(ts) is float:  # mlobs.log's monotonic seconds (see mlobs.record.types)
-            ts = int(ts * 1e9) + clock_offset
-        if attrs is None:
-            attrs = no_attrs
-        elif kind == _SPAN:
-            attrs = _hex_ids(attrs)
-        append(make((seq, kinds[kind], ts, run_id, name, value, step, epoch, attrs)))
-        seq += 1
-    return out
+    n = count - start
+    if n <= 0:
+        return []
+    columns: list[Iterable[Any]] = [
+        repeat(column[0], n) if type(column) is tuple else column[start:] for column in stored
+    ]
+    kinds, stamps, attrs = stored[KIND], columns[TS], stored[ATTRS]
+    columns[KIND] = map(_KINDS.__getitem__, columns[KIND])
+    # mlobs.log's monotonic seconds (see mlobs.record.types)
+    columns[TS] = [int(t * 1e9) + clock_offset if type(t) is float else t for t in stamps]
+    if type(attrs) is tuple:
+        columns[ATTRS] = repeat(_NO_ATTRS if attrs[0] is None else attrs[0], n)
+    else:
+        columns[ATTRS] = [_NO_ATTRS if a is None else a for a in columns[ATTRS]]
+    if _SPAN in kinds:  # a constant column is a 1-tuple: ``in`` works for both
+        kind_values = repeat(kinds[0], n) if type(kinds) is tuple else kinds[start:]
+        columns[ATTRS] = [
+            _hex_ids(a) if k == _SPAN and a is not _NO_ATTRS else a
+            for k, a in zip(kind_values, columns[ATTRS], strict=True)
+        ]
+    seqs = range(first_seq + start, first_seq + count)
+    return list(map(_new_record, zip(seqs, *columns, strict=True)))
+
+
+_new_record = functools.partial(tuple.__new__, Record)
 
 
 def row_to_run(row: Sequence[Any]) -> RunInfo:
