@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +68,10 @@ def split_name_version(value: Any, version: str | None) -> tuple[str | None, str
 
 
 def host_facts() -> dict[str, Any]:
+    # imported here, once per run: together about 15 ms of ``import mlobs`` otherwise
+    import platform
+    import socket
+
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import TracebackType
@@ -88,7 +87,7 @@ class Run:
         if scope.active is None:
             # mlobs failed to start the run (already reported): hand back a detached run so the
             # user's `run.log(...)` calls still work; they go nowhere.
-            return ActiveRun(uuid.uuid4().hex, self.name or "run", Recorder())
+            return ActiveRun(_new_run_id(), self.name or "run", Recorder())
         return scope.active
 
     def __exit__(
@@ -106,7 +105,7 @@ class Run:
         try:
             rt = runtime.get()
             cfg = rt.config
-            run_id = self.run_id or cfg.run_id or uuid.uuid4().hex
+            run_id = self.run_id or cfg.run_id or _new_run_id()
             name = self.name or "run"
             active = ActiveRun(run_id, name, rt.recorder, records_metrics=rt.records_metrics)
             parent = current_run.get()
@@ -245,3 +244,9 @@ def run(name: Any = None, **kwargs: Any) -> Any:
     if callable(name):
         return Run(name.__name__)(name)
     return Run(name, **kwargs)
+
+
+def _new_run_id() -> str:
+    import uuid  # imported at the first run, not by ``import mlobs`` (9 ms)
+
+    return uuid.uuid4().hex

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -97,9 +96,15 @@ class RunInfo:
         return None if end is None else (end - self.start_ns) / 1e9
 
 
+def _hostname() -> str:
+    import socket  # imported when a spool is opened, not by ``import mlobs`` (7 ms)
+
+    return socket.gethostname()
+
+
 def spool_filename(pid: int | None = None) -> str:
     """A name unique to this host, process and start time."""
-    host = socket.gethostname().replace(os.sep, "_")
+    host = _hostname().replace(os.sep, "_")
     return f"spool-{host}-{pid or os.getpid()}-{time.time_ns()}{SPOOL_SUFFIX}"
 
 
@@ -238,7 +243,7 @@ class Spool:
                 [
                     ("schema", SCHEMA_VERSION),
                     ("pid", str(os.getpid())),
-                    ("host", socket.gethostname()),
+                    ("host", _hostname()),
                     ("created_ns", str(time.time_ns())),
                     ("dropped", "0"),
                 ],
