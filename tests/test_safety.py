@@ -3,10 +3,12 @@ and logged but never raised (unless MLOBS_STRICT=1)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sqlite3
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,21 +68,30 @@ def test_unwritable_spool_directory_keeps_recording_in_memory(tmp_path: Path) ->
     assert safety.self_metrics.get(safety.INTERNAL_ERRORS, "spool.open") == 1
 
 
-def test_full_spool_delays_records_and_loses_none(spool_dir: Path) -> None:
-    # A real SQLite "database or disk is full": cap the file at its current size, then lift it.
-    mlobs.configure(dir=str(spool_dir), flush_interval=60)
+@contextlib.contextmanager
+def full_spool() -> Iterator[Callable[[], None]]:
+    """Inside a run, a spool that refuses writes with SQLite's own "database or disk is full"
+    (the file capped at its current size); yields the flush that then fails, and lifts the cap
+    on leaving."""
     rt = runtime.get()
     conn = rt.spool._conn
-    with mlobs.run("r"):
-        mlobs.log(warmup=0.0)
-        rt.flush_spool()
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        conn.execute(f"PRAGMA max_page_count = {pages}")
+    mlobs.log(warmup=0.0)
+    rt.flush_spool()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    try:
+        yield rt.flush_spool
+    finally:
+        conn.execute("PRAGMA max_page_count = 1073741823")
+
+
+def test_full_spool_delays_records_and_loses_none(spool_dir: Path) -> None:
+    mlobs.configure(dir=str(spool_dir), flush_interval=60)
+    with mlobs.run("r"), full_spool() as flush_spool:
         for i in range(5000):
             mlobs.log(x=float(i))
-        rt.flush_spool()  # fails: the spool is full
+        flush_spool()  # fails: the spool is full
         assert safety.self_metrics.get(safety.INTERNAL_ERRORS, "spool.write") >= 1
-        conn.execute("PRAGMA max_page_count = 1073741823")
     mlobs.flush()
     assert metric_values(spool_dir, "x") == [float(i) for i in range(5000)]
 
@@ -90,20 +101,13 @@ def test_records_held_while_the_spool_is_full_are_bounded_oldest_dropped_first(
 ) -> None:
     monkeypatch.setattr(flusher, "CHUNK", 1000)  # several batches per pass, each bigger than 500
     mlobs.configure(dir=str(spool_dir), flush_interval=60, buffer_max_records=2500)
-    rt = runtime.get()
-    conn = rt.spool._conn
-    with mlobs.run("r"):
-        mlobs.log(warmup=0.0)
-        rt.flush_spool()
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        conn.execute(f"PRAGMA max_page_count = {pages}")
+    with mlobs.run("r"), full_spool() as flush_spool:
         for i in range(3000):
             mlobs.log(x=float(i))
-        rt.flush_spool()  # fails: 3,000 held, the oldest 500 dropped (part of a batch)
+        flush_spool()  # fails: 3,000 held, the oldest 500 dropped (part of a batch)
         for i in range(3000, 4500):
             mlobs.log(x=float(i))
-        rt.flush_spool()  # fails again: 4,000 held, two whole batches dropped
-        conn.execute("PRAGMA max_page_count = 1073741823")
+        flush_spool()  # fails again: 4,000 held, two whole batches dropped
     mlobs.flush()
     assert metric_values(spool_dir, "x") == [float(i) for i in range(2000, 4500)]
     assert safety.self_metrics.get(safety.RECORDS_DROPPED, "buffer_full") == 2000
